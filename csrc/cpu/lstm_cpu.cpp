@@ -1,0 +1,251 @@
+// CPU implementation of the LSTM layer ops (argument layout: lstm_args.h).
+//
+// Forward: one GEMM for the input projection of every step, then per step one GEMM
+// (h_prev W_hh^T, accumulated into that step's gate rows) and one fused parallel
+// pass of lstm_forward_elem. Backward walks the steps in reverse with one fused pass
+// and one GEMM per step, then forms dx and every weight gradient as one large GEMM
+// (or sum) over all steps. Nothing is allocated inside the time loops.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../lstm_args.h"
+#include "../lstm_step.h"
+#include "blas.h"
+#include "pointwise.h"
+
+namespace fused_rnn::cpu {
+namespace {
+
+// Where step t reads its state from and writes it to (see lstm_args.h).
+inline int64_t slot_in(int64_t t, bool reverse) { return reverse ? t + 1 : t; }
+inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
+
+inline bool row_active(const int64_t* len, int64_t b, int64_t t) {
+  return len == nullptr || len[b] > t;
+}
+
+template <typename S>
+void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
+                         const S* bias, const S* w_hr, const int64_t* len,
+                         const std::vector<int64_t>& rows, bool reverse, S* y, S* gates, S* hs,
+                         S* cs, S* h_raw) {
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
+  // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
+  gemm<S>(false, true, T * B, G4, I, S(1), x, I, w_ih, I, S(0), gates, G4);
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = reverse ? T - 1 - s : s;
+    S* g_t = gates + t * B * G4;
+    const S* h_in = hs + slot_in(t, reverse) * B * P;
+    S* h_out = hs + slot_out(t, reverse) * B * P;
+    const S* c_in = cs + slot_in(t, reverse) * B * H;
+    S* c_out = cs + slot_out(t, reverse) * B * H;
+    S* y_t = y + t * B * P;
+    S* hr_t = w_hr != nullptr ? h_raw + t * B * H : nullptr;
+    gemm<S>(false, true, rows[t], G4, P, S(1), h_in, P, w_hh, P, S(1), g_t, G4);
+    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+      if (!row_active(len, b, t)) {
+        if (lo == 0) {  // a finished row keeps its state and outputs zeros
+          copy_row(h_out + b * P, h_in + b * P, P);
+          copy_row(c_out + b * H, c_in + b * H, H);
+          zero_row(y_t + b * P, P);
+        }
+        return;
+      }
+      S* g = g_t + b * G4;
+      S* h_dst = hr_t != nullptr ? hr_t + b * H : h_out + b * P;
+      S* y_dst = hr_t != nullptr ? nullptr : y_t + b * P;
+      for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
+        lstm_forward_elem<decltype(lane)>(g, bias, c_in + b * H, g, c_out + b * H, h_dst, y_dst,
+                                          j, H);
+      });
+    });
+    if (w_hr != nullptr) {
+      // r = h_raw W_hr^T is both the output and the next state.
+      gemm<S>(false, true, rows[t], P, H, S(1), hr_t, H, w_hr, H, S(0), y_t, P);
+      for (int64_t b = 0; b < B; ++b) {
+        if (row_active(len, b, t)) {
+          copy_row(h_out + b * P, y_t + b * P, P);
+        } else {
+          copy_row(h_out + b * P, h_in + b * P, P);
+          zero_row(y_t + b * P, P);
+        }
+      }
+    }
+  }
+}
+
+template <typename S>
+void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
+                          const S* w_hh, const S* w_hr, const int64_t* len,
+                          const std::vector<int64_t>& rows, bool reverse, const S* gates,
+                          const S* hs, const S* cs, const S* h_raw, S* dh, S* dc, S* dgates,
+                          S* dr, S* dh_raw, S* dx, S* dw_ih, S* dw_hh, S* dw_hr) {
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
+  const bool proj = w_hr != nullptr;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = reverse ? s : T - 1 - s;  // the forward's order, backwards
+    const S* c_in = cs + slot_in(t, reverse) * B * H;
+    const S* c_out = cs + slot_out(t, reverse) * B * H;
+    const S* g_t = gates + t * B * G4;
+    const S* dy_t = dy + t * B * P;
+    S* dg_t = dgates + t * B * G4;
+    // With a projection, dL/dr of this step (kept for dW_hr) is pulled back to dL/dh_raw.
+    S* dh_cell = dh;
+    const S* dy_cell = dy_t;
+    if (proj) {
+      S* dr_t = dr + t * B * P;
+      for (int64_t b = 0; b < B; ++b) {
+        if (!row_active(len, b, t)) {
+          zero_row(dr_t + b * P, P);
+          continue;
+        }
+        for (int64_t q = 0; q < P; ++q) {
+          dr_t[b * P + q] = dh[b * P + q] + dy_t[b * P + q];
+          dh[b * P + q] = S(0);
+        }
+      }
+      gemm<S>(false, false, rows[t], H, P, S(1), dr_t, P, w_hr, H, S(0), dh_raw, H);
+      dh_cell = dh_raw;
+      dy_cell = nullptr;
+    }
+    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+      S* da = dg_t + b * G4;
+      if (!row_active(len, b, t)) {  // a finished row passes dh and dc through untouched
+        if (lo == 0) zero_row(da, G4);
+        return;
+      }
+      const int64_t ro = b * H;
+      S* dhc = dh_cell + ro;
+      const S* dyc = dy_cell != nullptr ? dy_cell + b * P : nullptr;
+      for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
+        lstm_backward_elem<decltype(lane)>(g_t + b * G4, c_in + ro, c_out + ro, dhc, dyc,
+                                           dc + ro, da, j, H);
+      });
+    });
+    // dL/dh_prev: active rows were zeroed by the pass, finished rows carry theirs.
+    gemm<S>(false, false, rows[t], P, G4, S(1), dg_t, G4, w_hh, P, S(1), dh, P);
+  }
+  const int64_t TB = T * B;
+  gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);
+  gemm<S>(true, false, G4, I, TB, S(1), dgates, G4, x, I, S(0), dw_ih, I);
+  const S* h_prev = hs + slot_in(0, reverse) * B * P;  // hs[t + reverse] for t = 0..T-1
+  gemm<S>(true, false, G4, P, TB, S(1), dgates, G4, h_prev, P, S(0), dw_hh, P);
+  if (proj) gemm<S>(true, false, P, H, TB, S(1), dr, P, h_raw, H, S(0), dw_hr, H);
+}
+
+// bfloat16 runs in float32 (so the cell state accumulates in float32).
+at::ScalarType work_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 ? at::kFloat : x.scalar_type();
+}
+
+at::Tensor as_work(const at::Tensor& t, at::ScalarType dt) {
+  return t.to(dt).contiguous();
+}
+
+std::optional<at::Tensor> as_work(const std::optional<at::Tensor>& t, at::ScalarType dt) {
+  if (!t.has_value() || !t->defined()) return std::nullopt;
+  return as_work(*t, dt);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                 const std::optional<at::Tensor>& b_ih_in,
+                 const std::optional<at::Tensor>& b_hh_in,
+                 const std::optional<at::Tensor>& w_hr_in, const at::Tensor& h0_in,
+                 const at::Tensor& c0_in, const std::optional<at::Tensor>& lengths,
+                 bool reverse) {
+  const char* op = "fused_rnn::lstm_forward";
+  const LayerDims d = check_lstm_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in,
+                                              w_hr_in, h0_in, c0_in, lengths);
+  const auto dt = work_dtype(x_in);
+  const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
+                   w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt), c0 = as_work(c0_in, dt);
+  const auto w_hr = as_work(w_hr_in, dt);
+  std::optional<at::Tensor> bias;
+  if (b_ih_in.has_value() && b_ih_in->defined()) bias = (b_ih_in->to(dt) + b_hh_in->to(dt)).contiguous();
+  const auto opts = x.options();
+  const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
+  at::Tensor y = at::empty({T, B, P}, opts);
+  at::Tensor gates = at::empty({T, B, 4 * H}, opts);
+  at::Tensor hs = at::empty({T + 1, B, P}, opts);
+  at::Tensor cs = at::empty({T + 1, B, H}, opts);
+  at::Tensor h_raw = w_hr.has_value() ? at::empty({T, B, H}, opts) : at::empty({0}, opts);
+  const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
+  hs[first].copy_(h0);
+  cs[first].copy_(c0);
+  const auto rows = rows_active(lengths, T, B);
+  const at::Tensor len = lengths.has_value() && lengths->defined() ? lengths->contiguous()
+                                                                    : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dt, "lstm_forward_cpu", [&] {
+    lstm_forward_kernel<scalar_t>(
+        d, x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+        bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
+        w_hr.has_value() ? w_hr->data_ptr<scalar_t>() : nullptr,
+        len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, y.data_ptr<scalar_t>(),
+        gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
+        w_hr.has_value() ? h_raw.data_ptr<scalar_t>() : nullptr);
+  });
+  const auto out_dt = x_in.scalar_type();
+  return {y.to(out_dt), hs[last].to(out_dt, /*non_blocking=*/false, /*copy=*/true),
+          cs[last].to(out_dt, false, true), gates, hs, cs, h_raw};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::Tensor& dc_n_in,
+                  const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                  const std::optional<at::Tensor>& w_hr_in,
+                  const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
+                  const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& cs_in,
+                  const at::Tensor& h_raw_in) {
+  const char* op = "fused_rnn::lstm_backward";
+  const LayerDims d = check_lstm_backward_args(op, dy_in, dh_n_in, dc_n_in, x_in, w_ih_in,
+                                               w_hh_in, w_hr_in, lengths, gates_in, hs_in,
+                                               cs_in, h_raw_in);
+  const auto dt = work_dtype(x_in);
+  const at::Tensor dy = as_work(dy_in, dt), x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
+                   w_hh = as_work(w_hh_in, dt), gates = gates_in.contiguous(),
+                   hs = hs_in.contiguous(), cs = cs_in.contiguous(), h_raw = h_raw_in.contiguous();
+  const auto w_hr = as_work(w_hr_in, dt);
+  const bool proj = w_hr.has_value();
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P;
+  const auto opts = x.options();
+  // Running gradients of the state, updated in place step by step (fresh copies:
+  // the caller's tensors are never written).
+  at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
+  at::Tensor dc = dc_n_in.to(dt, false, true).contiguous();
+  at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
+  at::Tensor dh_raw = proj ? at::empty({B, H}, opts) : at::Tensor();
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dw_ih = at::empty({4 * H, I}, opts);
+  at::Tensor dw_hh = at::empty({4 * H, P}, opts);
+  at::Tensor dw_hr = proj ? at::empty({P, H}, opts) : at::empty({0}, opts);
+  const auto rows = rows_active(lengths, T, B);
+  const at::Tensor len = lengths.has_value() && lengths->defined() ? lengths->contiguous()
+                                                                    : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dt, "lstm_backward_cpu", [&] {
+    lstm_backward_kernel<scalar_t>(
+        d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
+        w_hh.data_ptr<scalar_t>(), proj ? w_hr->data_ptr<scalar_t>() : nullptr,
+        len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse,
+        gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
+        proj ? h_raw.data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
+        dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
+        proj ? dr.data_ptr<scalar_t>() : nullptr, proj ? dh_raw.data_ptr<scalar_t>() : nullptr,
+        dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>(),
+        proj ? dw_hr.data_ptr<scalar_t>() : nullptr);
+  });
+  at::Tensor db = has_bias ? dgates.sum({0, 1}) : at::empty({0}, opts);
+  const auto out_dt = x_in.scalar_type();
+  return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dw_hr.to(out_dt),
+          dh.to(out_dt), dc.to(out_dt)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_rnn, CPU, m) {
+  m.impl("lstm_forward", &lstm_forward_cpu);
+  m.impl("lstm_backward", &lstm_backward_cpu);
+}
+
+}  // namespace fused_rnn::cpu

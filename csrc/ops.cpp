@@ -1,0 +1,64 @@
+// Schemas of every fused_rnn op, and the Python module that loads them.
+// Device implementations register themselves in cpu/*.cpp and cuda/*.cu.
+#include <Python.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "cpu/blas.h"
+
+#ifndef FUSED_RNN_TORCH_VERSION
+#define FUSED_RNN_TORCH_VERSION "unknown"
+#endif
+#ifndef FUSED_RNN_CPU_CAPABILITY
+#define FUSED_RNN_CPU_CAPABILITY "default"
+#endif
+#ifndef FUSED_RNN_CUDA_ARCHS
+#define FUSED_RNN_CUDA_ARCHS ""
+#endif
+
+extern "C" {
+// `import fused_rnn._C` loads this library, whose static initializers register the ops.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace fused_rnn {
+namespace {
+
+// key=value lines describing how this binary was built (read by fused_rnn.build_info()).
+std::string build_info() {
+  std::string s;
+  s += "torch_version=" FUSED_RNN_TORCH_VERSION "\n";
+  s += "cpu_capability=" FUSED_RNN_CPU_CAPABILITY "\n";
+#ifdef FUSED_RNN_WITH_CUDA
+  s += "cuda=1\n";
+  s += "cuda_archs=" FUSED_RNN_CUDA_ARCHS "\n";
+#else
+  s += "cuda=0\n";
+#endif
+  s += std::string("cpu_blas=") + cpu::blas_backend() + "\n";
+  return s;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fused_rnn, m) {
+  // LSTM layer (lstm_args.h documents every argument and saved tensor).
+  // Returns y, h_n, c_n and the saved gates, hs, cs, h_raw.
+  m.def(
+      "lstm_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "Tensor? w_hr, Tensor h0, Tensor c0, Tensor? lengths, bool reverse) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Returns dx, dw_ih, dw_hh, db (shared by b_ih and b_hh; [0] without bias),
+  // dw_hr ([0] without projection), dh0, dc0.
+  m.def(
+      "lstm_backward(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor x, Tensor w_ih, Tensor w_hh, "
+      "Tensor? w_hr, Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, "
+      "Tensor cs, Tensor h_raw) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("build_info() -> str", &build_info);
+}
+
+}  // namespace fused_rnn

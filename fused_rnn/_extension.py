@@ -1,0 +1,78 @@
+"""Loads the compiled extension, turning load failures into an ImportError that says why."""
+import importlib
+import os
+
+import torch
+
+
+def _explain(err):
+    msg = str(err)
+    hint = (
+        "Build it against the torch you run with, from the source tree:\n"
+        "    pip install --no-build-isolation .\n"
+        "(see README.md, 'Install').")
+    if "undefined symbol" in msg:
+        why = ("fused_rnn's compiled extension does not match the installed torch %s: it was "
+               "built against another torch (the C++ ABI differs between torch releases)."
+               % torch.__version__)
+    elif "No module named" in msg:
+        why = "fused_rnn's compiled extension (fused_rnn._C) is missing: the package was not built."
+    else:
+        why = "fused_rnn's compiled extension failed to load."
+    return ImportError("%s\n%s\nOriginal error: %s" % (why, hint, msg))
+
+
+def _load():
+    try:
+        return importlib.import_module("fused_rnn._C")
+    except ImportError as err:
+        raise _explain(err) from err
+
+
+_C = _load()
+
+
+def build_info():
+    """How this fused_rnn binary was built, as a dict (see `python -m fused_rnn info`)."""
+    raw = torch.ops.fused_rnn.build_info()
+    info = dict(line.split("=", 1) for line in raw.strip().splitlines())
+    info["cuda"] = info.get("cuda") == "1"
+    return info
+
+
+_NEEDS = {
+    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"},
+    "avx2": {"avx2", "fma", "f16c"},
+}
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def _check_cpu_capability():
+    """The CPU kernels use one SIMD level chosen at build time; refuse to run them on a CPU
+    without it (that would die with SIGILL) and say how to rebuild."""
+    cap = build_info()["cpu_capability"]
+    needs = _NEEDS.get(cap)
+    if needs is None:
+        return
+    flags = _cpu_flags()
+    if flags is not None:
+        ok = needs <= flags
+    else:  # no /proc/cpuinfo: trust what torch detected for its own kernels
+        ok = torch.backends.cpu.get_cpu_capability().lower().startswith(cap)
+    if not ok:
+        raise ImportError(
+            "fused_rnn was compiled for %s CPUs, which this CPU is not. Rebuild on this machine, "
+            "or with FUSED_RNN_CPU_CAPABILITY=avx2 (or default) for a portable build." % cap)
+
+
+_check_cpu_capability()

@@ -1,0 +1,85 @@
+"""The input forms torch.nn's recurrent modules accept, mapped to one time-major batch.
+
+Batched (T, B, I), batch_first (B, T, I), unbatched (T, I) and PackedSequence inputs all
+become x [T, B, I] plus optional per-row lengths (int64, CPU) for the layer ops; outputs
+are mapped back to the form that came in.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+
+@dataclass
+class Sequence:
+    x: torch.Tensor                         # [T, B, I], time-major
+    lengths: Optional[torch.Tensor]         # [B] int64 on the CPU (packed input only)
+    batch_sizes: Optional[torch.Tensor]     # PackedSequence fields, to rebuild the output
+    sorted_indices: Optional[torch.Tensor]
+    unsorted_indices: Optional[torch.Tensor]
+    unbatched: bool
+    batch_first: bool
+
+    @property
+    def packed(self):
+        return self.batch_sizes is not None
+
+    @property
+    def batch(self):
+        return self.x.shape[1]
+
+    def output(self, y):
+        """y [T, B, F] time-major → the output form torch.nn would return."""
+        if self.packed:
+            data, batch_sizes = torch._pack_padded_sequence(y, self.lengths, False)
+            return PackedSequence(data, batch_sizes, self.sorted_indices, self.unsorted_indices)
+        if self.unbatched:
+            return y.squeeze(1)
+        return y.transpose(0, 1) if self.batch_first else y
+
+    def state_in(self, hx):
+        """User's initial state [L*D, B, F] (or [L*D, F] unbatched) → [L*D, B, F] in our row order."""
+        if self.unbatched:
+            return hx.unsqueeze(1)
+        if self.sorted_indices is not None:
+            return hx.index_select(1, self.sorted_indices)
+        return hx
+
+    def state_out(self, h):
+        """Final state [L*D, B, F] in our row order → the user's order and form."""
+        if self.unbatched:
+            return h.squeeze(1)
+        if self.unsorted_indices is not None:
+            return h.index_select(1, self.unsorted_indices)
+        return h
+
+
+def _check_features(name, x, input_size):
+    if not (x.is_floating_point()):
+        raise TypeError(f"{name}: input must be a floating point tensor, got {x.dtype}")
+    if x.shape[-1] != input_size:
+        raise RuntimeError(f"{name}: input.size(-1) must be equal to input_size. "
+                           f"Expected {input_size}, got {x.shape[-1]}")
+
+
+def to_sequence(name, input, batch_first, input_size):
+    if isinstance(input, PackedSequence):
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        if data.dim() != 2:
+            raise ValueError(f"{name}: PackedSequence data must be 2-D [sum(lengths), "
+                             f"input_size], got {data.dim()}-D")
+        _check_features(name, data, input_size)
+        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes), batch_first=False)
+        return Sequence(x, lengths.to(torch.int64), batch_sizes, sorted_indices,
+                        unsorted_indices, unbatched=False, batch_first=False)
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{name}: input must be a Tensor or a PackedSequence, got "
+                        f"{type(input).__name__}")
+    if input.dim() not in (2, 3):
+        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+    _check_features(name, input, input_size)
+    if input.dim() == 2:
+        return Sequence(input.unsqueeze(1), None, None, None, None, True, batch_first)
+    x = input.transpose(0, 1) if batch_first else input
+    return Sequence(x, None, None, None, None, False, batch_first)

@@ -1,0 +1,26 @@
+"""fused_rnn.LSTM: torch.nn.LSTM with the time loop fused in C++/CUDA."""
+from .ops import lstm_layer
+from .rnn_base import FusedRNNBase
+
+
+class LSTM(FusedRNNBase):
+    """Drop-in for torch.nn.LSTM: the same constructor arguments
+    (input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, proj_size=0, device=None, dtype=None), parameters, init,
+    state_dict, inputs and outputs. forward(input, (h_0, c_0)=None) →
+    (output, (h_n, c_n)).
+    """
+
+    state_names = ("h_0", "c_0")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+    def state_sizes(self):
+        return (self.proj_size or self.hidden_size, self.hidden_size)
+
+    def run_layer(self, x, w, state, lengths, reverse):
+        h0, c0 = state
+        y, h_n, c_n = lstm_layer(x, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"],
+                                 w["weight_hr"], h0, c0, lengths, reverse)
+        return y, (h_n, c_n)

@@ -1,0 +1,96 @@
+"""Python side of the fused_rnn ops: fake (meta) kernels, autograd, and functional wrappers.
+
+The ops themselves are defined and implemented in C++ (csrc/ops.cpp, csrc/cpu, csrc/cuda).
+Each layer op runs one layer in one direction over the whole sequence; see
+csrc/lstm_args.h for every argument's shape.
+"""
+import torch
+
+from . import _extension  # noqa: F401  (loads the library that defines the ops)
+
+_ops = torch.ops.fused_rnn
+
+
+def _work_dtype(x):
+    # On the CPU bfloat16 runs in float32, so what is saved for backward is float32.
+    return torch.float32 if x.dtype == torch.bfloat16 and x.device.type == "cpu" else x.dtype
+
+
+def _zeros_if_none(grad, x, shape):
+    return x.new_zeros(shape) if grad is None else grad.contiguous()
+
+
+def _undefined_if_empty(t):
+    return None if t.numel() == 0 else t
+
+
+# ----------------------------------------------------------------------------- LSTM
+
+@torch.library.register_fake("fused_rnn::lstm_forward")
+def _lstm_forward_fake(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse):
+    T, B, _ = x.shape
+    H = w_ih.shape[0] // 4
+    P = w_hr.shape[0] if w_hr is not None else H
+    work = _work_dtype(x)
+    return (
+        x.new_empty((T, B, P)),
+        x.new_empty((B, P)),
+        x.new_empty((B, H)),
+        x.new_empty((T, B, 4 * H), dtype=work),
+        x.new_empty((T + 1, B, P), dtype=work),
+        x.new_empty((T + 1, B, H), dtype=work),
+        x.new_empty((T, B, H) if w_hr is not None else (0,), dtype=work),
+    )
+
+
+@torch.library.register_fake("fused_rnn::lstm_backward")
+def _lstm_backward_fake(dy, dh_n, dc_n, x, w_ih, w_hh, w_hr, lengths, reverse, has_bias,
+                        gates, hs, cs, h_raw):
+    H = w_ih.shape[0] // 4
+    return (
+        torch.empty_like(x),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        x.new_empty((4 * H,) if has_bias else (0,)),
+        torch.empty_like(w_hr) if w_hr is not None else x.new_empty((0,)),
+        torch.empty_like(dh_n),
+        torch.empty_like(dc_n),
+    )
+
+
+def _lstm_setup_context(ctx, inputs, output):
+    x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse = inputs
+    gates, hs, cs, h_raw = output[3:]
+    ctx.save_for_backward(x, w_ih, w_hh, w_hr, lengths, gates, hs, cs, h_raw)
+    ctx.reverse = reverse
+    ctx.has_bias = b_ih is not None
+
+
+def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused_grads_of_saved):
+    x, w_ih, w_hh, w_hr, lengths, gates, hs, cs, h_raw = ctx.saved_tensors
+    T, B, _ = x.shape
+    H, P = cs.shape[2], hs.shape[2]
+    dx, dw_ih, dw_hh, db, dw_hr, dh0, dc0 = _ops.lstm_backward(
+        _zeros_if_none(dy, x, (T, B, P)), _zeros_if_none(dh_n, x, (B, P)),
+        _zeros_if_none(dc_n, x, (B, H)), x, w_ih, w_hh, w_hr, lengths, ctx.reverse,
+        ctx.has_bias, gates, hs, cs, h_raw)
+    db = db if ctx.has_bias else None
+    dw_hr = dw_hr if w_hr is not None else None
+    return dx, dw_ih, dw_hh, db, db, dw_hr, dh0, dc0, None, None
+
+
+torch.library.register_autograd(
+    "fused_rnn::lstm_forward", _lstm_backward, setup_context=_lstm_setup_context)
+
+
+def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths=None, reverse=False):
+    """One LSTM layer in one direction over a whole time-major sequence.
+
+    x [T, B, I]; w_ih [4H, I]; w_hh [4H, P]; b_ih, b_hh [4H] or None; w_hr [P, H] or None;
+    h0 [B, P]; c0 [B, H]; lengths: int64 CPU [B] or None (row b stops after lengths[b]
+    steps, keeps its state, and outputs zeros after); reverse runs t = T-1 .. 0.
+    Returns y [T, B, P], h_n [B, P], c_n [B, H]. Differentiable in every tensor.
+    """
+    y, h_n, c_n, *_ = _ops.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths,
+                                        reverse)
+    return y, h_n, c_n

@@ -1,0 +1,109 @@
+"""What fused_rnn's recurrent modules share: torch.nn.RNNBase's parameters, plus a
+forward that walks layers and directions and hands each (layer, direction) to one
+fused op call. Subclasses say how many state tensors a cell has and run one layer.
+
+We derive from torch.nn.RNNBase, not from torch.nn.LSTM/GRU/RNN, so that constructor
+arguments, parameter names and shapes, init, state_dict and repr are torch's own, while
+torch.compile still traces the module (Dynamo refuses instances of torch.nn.LSTM/GRU/RNN).
+"""
+import torch
+import torch.nn.functional as F
+
+from ._sequence import to_sequence
+
+_ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+class FusedRNNBase(torch.nn.RNNBase):
+    #: names of the state tensors in error messages, e.g. ("h_0", "c_0")
+    state_names = ("h_0",)
+
+    def flatten_parameters(self):
+        """A no-op: torch.nn packs weights into one buffer for cuDNN; our kernels read the
+        parameters where they are."""
+
+    def state_sizes(self):
+        """Feature size of each state tensor, in order."""
+        raise NotImplementedError
+
+    def run_layer(self, x, weights, state, lengths, reverse):
+        """One layer, one direction: x [T, B, I], weights dict, state tuple of [B, F] →
+        (y [T, B, F_out], final state tuple)."""
+        raise NotImplementedError
+
+    def layer_weights(self, layer, direction):
+        names = self._all_weights[layer * (2 if self.bidirectional else 1) + direction]
+        found = {name.split("_l")[0]: getattr(self, name) for name in names}
+        return {role: found.get(role) for role in _ROLES}
+
+    # --------------------------------------------------------------- states
+
+    def _initial_states(self, seq, hx):
+        name = type(self).__name__
+        L = self.num_layers * (2 if self.bidirectional else 1)
+        B = seq.batch
+        shapes = [(L, B, f) for f in self.state_sizes()]
+        ref = seq.x
+        if hx is None:
+            return tuple(ref.new_zeros(s) for s in shapes)
+        states = hx if isinstance(hx, (tuple, list)) else (hx,)
+        if len(states) != len(shapes):
+            raise TypeError(f"{name}: hx must be {'a tuple (h_0, c_0)' if len(shapes) == 2 else 'a Tensor h_0'}"
+                            f", got {len(states)} tensors")
+        want_dim = 2 if seq.unbatched else 3
+        for s_name, s in zip(self.state_names, states):
+            if not isinstance(s, torch.Tensor):
+                raise TypeError(f"{name}: {s_name} must be a Tensor, got {type(s).__name__}")
+            if s.dim() != want_dim:
+                kind = "unbatched 2-D" if seq.unbatched else "batched 3-D"
+                raise RuntimeError(f"{name}: for {kind} input, {s_name} must be {want_dim}-D, "
+                                   f"got {s.dim()}-D with shape {list(s.shape)}")
+        out = []
+        for s_name, s, shape in zip(self.state_names, states, shapes):
+            s = seq.state_in(s)
+            if tuple(s.shape) != shape:
+                want = shape if not seq.unbatched else (shape[0], shape[2])
+                got = list(s.shape) if not seq.unbatched else [s.shape[0], s.shape[2]]
+                raise RuntimeError(f"{name}: Expected {s_name} size {want}, got {got}")
+            if s.dtype != ref.dtype or s.device != ref.device:
+                raise RuntimeError(f"{name}: {s_name} must have the input's dtype and device "
+                                   f"({ref.dtype}, {ref.device}), got ({s.dtype}, {s.device})")
+            out.append(s)
+        return tuple(out)
+
+    def _check_weights(self, x):
+        w = self.weight_ih_l0
+        if x.dtype != w.dtype:
+            raise ValueError(f"{type(self).__name__}: input dtype ({x.dtype}) does not match weight "
+                             f"dtype ({w.dtype}). Convert input: input.to({w.dtype}), or convert "
+                             f"model: model.to({x.dtype})")
+        if x.device != w.device:
+            raise RuntimeError(f"{type(self).__name__}: input is on {x.device} but the weights are "
+                               f"on {w.device}; move one of them")
+
+    # --------------------------------------------------------------- forward
+
+    def forward(self, input, hx=None):
+        name = type(self).__name__
+        seq = to_sequence(name, input, self.batch_first, self.input_size)
+        self._check_weights(seq.x)
+        states = self._initial_states(seq, hx)
+        D = 2 if self.bidirectional else 1
+        finals = [[] for _ in states]
+        layer_in = seq.x
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                k = layer * D + direction
+                y, final = self.run_layer(layer_in, self.layer_weights(layer, direction),
+                                          tuple(s[k] for s in states), seq.lengths,
+                                          reverse=direction == 1)
+                outs.append(y)
+                for acc, f in zip(finals, final):
+                    acc.append(f)
+            layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_in = F.dropout(layer_in, self.dropout, training=True)
+        output = seq.output(layer_in)
+        final_states = tuple(seq.state_out(torch.stack(acc, dim=0)) for acc in finals)
+        return output, final_states if len(final_states) > 1 else final_states[0]

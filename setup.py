@@ -1,0 +1,182 @@
+"""Build of fused_rnn's C++/CUDA extension against the torch that is already installed.
+
+Install with `pip install --no-build-isolation .` (or `-e .`): the extension must be
+compiled against the very torch it will run with (torch's C++ ABI changes between
+releases), so pip must not build it in an isolated environment with another torch.
+
+Environment variables:
+  FUSED_RNN_CUDA=1|0          force the CUDA kernels on or off (default: on when torch is
+                              a CUDA build and nvcc is found; no GPU is needed to build)
+  FUSED_RNN_CPU_CAPABILITY    avx512 | avx2 | default: SIMD level of the CPU kernels
+                              (default: the best this build machine supports)
+  TORCH_CUDA_ARCH_LIST        CUDA archs to compile for (default "8.0;9.0")
+  MAX_JOBS                    parallel compile jobs (default: number of CPUs)
+  CUDA_HOME                   the CUDA toolkit (default: found from nvcc on PATH)
+"""
+import glob
+import os
+import platform
+import re
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+try:
+    import torch
+except ImportError:
+    sys.exit(
+        "fused_rnn: torch is not importable in the Python that builds this package.\n"
+        "fused_rnn compiles against the torch you already have. Install torch first, then\n"
+        "install fused_rnn with build isolation off:\n"
+        "    pip install torch\n"
+        "    pip install --no-build-isolation .\n"
+        "(With build isolation on, pip builds in a fresh environment that has no torch.)"
+    )
+
+
+def read_version():
+    with open(os.path.join(HERE, "fused_rnn", "_version.py")) as f:
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+
+def find_cuda_home():
+    """The toolkit folder. nvcc on PATH may be a wrapper script that execs the real one."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return "/usr/local/cuda" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
+    nvcc = os.path.realpath(nvcc)
+    try:
+        with open(nvcc, "rb") as f:
+            head = f.read(4096)
+        if head.startswith(b"#!"):
+            m = re.search(rb"exec\s+(\S+/nvcc)\b", head)
+            if m:
+                nvcc = os.path.realpath(m.group(1).decode())
+    except OSError:
+        pass
+    return os.path.dirname(os.path.dirname(nvcc))
+
+
+def want_cuda(cuda_home):
+    flag = os.environ.get("FUSED_RNN_CUDA", "").strip().lower()
+    if flag in ("0", "false", "no", "off"):
+        return False
+    available = torch.version.cuda is not None and cuda_home is not None and os.path.exists(
+        os.path.join(cuda_home, "bin", "nvcc"))
+    if flag in ("1", "true", "yes", "on"):
+        if not available:
+            sys.exit("fused_rnn: FUSED_RNN_CUDA=1 but torch %s is not a CUDA build or nvcc was "
+                     "not found (CUDA_HOME=%s)" % (torch.__version__, cuda_home))
+        return True
+    return available
+
+
+def cpu_capability():
+    """SIMD level of the CPU kernels: at::vec is compiled for exactly one level here."""
+    flag = os.environ.get("FUSED_RNN_CPU_CAPABILITY", "").strip().lower()
+    if flag:
+        if flag not in ("avx512", "avx2", "default"):
+            sys.exit("fused_rnn: FUSED_RNN_CPU_CAPABILITY must be avx512, avx2 or default")
+        return flag
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "default"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(re.search(r"^flags\s*:(.*)$", f.read(), re.M).group(1).split())
+    except (OSError, AttributeError):
+        return "default"
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags:
+        return "avx512"
+    if {"avx2", "fma", "f16c"} <= flags:
+        return "avx2"
+    return "default"
+
+
+CPU_FLAGS = {
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "default": ["-DCPU_CAPABILITY=DEFAULT"],
+}
+
+
+def nvidia_wheel_dirs(sub):
+    """Headers/libraries shipped in torch's nvidia-* dependency wheels (cuBLAS, cuSPARSE...)."""
+    found = []
+    for base in sys.path:
+        for d in glob.glob(os.path.join(base, "nvidia", "*", sub)) + glob.glob(
+                os.path.join(base, "nvidia", "*", "*", sub)):
+            if os.path.isdir(d) and d not in found:
+                found.append(d)
+    return found
+
+
+def extensions():
+    cuda_home = find_cuda_home()
+    with_cuda = want_cuda(cuda_home)
+    if with_cuda:
+        os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension at import
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    cap = cpu_capability()
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    cxx = ["-O3", "-fopenmp", "-fvisibility=hidden"] + CPU_FLAGS[cap]
+    defines = [
+        ("FUSED_RNN_TORCH_VERSION", '"%s"' % torch.__version__),
+        ("FUSED_RNN_CPU_CAPABILITY", '"%s"' % cap),
+    ]
+    kwargs = dict(extra_link_args=["-fopenmp"])
+    if with_cuda:
+        sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+        archs = os.environ["TORCH_CUDA_ARCH_LIST"]
+        defines += [("FUSED_RNN_WITH_CUDA", None), ("FUSED_RNN_CUDA_ARCHS", '"%s"' % archs)]
+        nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+        kwargs["include_dirs"] = nvidia_wheel_dirs("include")
+        kwargs["library_dirs"] = nvidia_wheel_dirs("lib")
+        ext = CUDAExtension("fused_rnn._C", sources, define_macros=defines,
+                            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **kwargs)
+    else:
+        ext = CppExtension("fused_rnn._C", sources, define_macros=defines,
+                           extra_compile_args={"cxx": cxx}, **kwargs)
+    print("fused_rnn: building CPU kernels for %s, CUDA kernels %s" % (
+        cap, "for " + os.environ["TORCH_CUDA_ARCH_LIST"] if with_cuda else "off"))
+    return [ext]
+
+
+def build_ext_cmdclass():
+    from torch.utils.cpp_extension import BuildExtension
+    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="fused_rnn",
+    version=read_version(),
+    description="Fused LSTM and GRU kernels for PyTorch: drop-in torch.nn replacements",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    packages=find_packages(include=["fused_rnn", "fused_rnn.*"]),
+    ext_modules=extensions(),
+    cmdclass=build_ext_cmdclass(),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4"],
+    extras_require={"plot": ["matplotlib"], "test": ["pytest", "hypothesis", "numpy"]},
+    entry_points={"console_scripts": ["fused-rnn-bench=fused_rnn.bench:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: C++",
+        "Environment :: GPU :: NVIDIA CUDA",
+        "License :: OSI Approved :: BSD License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+    zip_safe=False,
+)
