@@ -87,6 +87,8 @@ class FusedRNNBase(torch.nn.RNNBase):
         name = type(self).__name__
         seq = to_sequence(name, input, self.batch_first, self.input_size)
         self._check_weights(seq.x)
+        if seq.x.shape[0] == 0:  # as torch.nn does
+            raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
         states = self._initial_states(seq, hx)
         D = 2 if self.bidirectional else 1
         finals = [[] for _ in states]
