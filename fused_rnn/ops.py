@@ -2,7 +2,7 @@
 
 The ops themselves are defined and implemented in C++ (csrc/ops.cpp, csrc/cpu, csrc/cuda).
 Each layer op runs one layer in one direction over the whole sequence; see
-csrc/lstm_args.h for every argument's shape.
+csrc/lstm_args.h and csrc/rnn_args.h for every argument's shape.
 """
 import torch
 

@@ -8,6 +8,18 @@ import torch
 import fused_rnn
 from _parity import TOL, assert_same, packed_input, twin
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The cases are tiny: on a loaded 2-core machine, waking a second OpenMP thread per
+    op makes them ~50x slower (torch.nn's and ours alike) and tests nothing more."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 NONLINEARITIES = ["tanh", "relu"]
 CONFIGS = [
     dict(input_size=5, hidden_size=7),
@@ -78,6 +90,7 @@ def test_parity_packed(cfg, dtype, sorted_lengths, with_state, nonlinearity):
 def test_relu_dead_units_get_no_gradient(nonlinearity):
     """Large negative biases drive many relu units to exactly 0 (where relu' = 0); the
     gradients still match torch, which also uses the output's sign."""
+    torch.manual_seed(2)
     ref, ours = twin(torch.nn.RNN, fused_rnn.RNN, dtype=torch.float64, input_size=4,
                      hidden_size=9, num_layers=2, nonlinearity=nonlinearity)
     with torch.no_grad():
@@ -89,6 +102,21 @@ def test_relu_dead_units_get_no_gradient(nonlinearity):
         y, _ = ref(x)
         assert (y == 0).float().mean() > 0.3
     assert_same(ref, ours, x, None, torch.float64)
+
+
+@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
+def test_parity_wide_rows_on_two_threads(nonlinearity):
+    """Rows wide enough that parallel_rows splits each into pieces across threads."""
+    gen = torch.Generator().manual_seed(4)
+    ref, ours = twin(torch.nn.RNN, fused_rnn.RNN, dtype=torch.float64, input_size=3,
+                     hidden_size=700, bidirectional=True, nonlinearity=nonlinearity)
+    lengths = torch.tensor([3, 1, 2, 3, 2, 3])
+    inp = packed_input(3, 6, 3, torch.float64, lengths=lengths, gen=gen)
+    torch.set_num_threads(2)
+    try:
+        assert_same(ref, ours, inp, None, torch.float64)
+    finally:
+        torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
