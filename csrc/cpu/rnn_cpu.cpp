@@ -14,15 +14,11 @@
 #include "../rnn_args.h"
 #include "../rnn_step.h"
 #include "blas.h"
-#include "layer_common.h"
+#include "layer_util.h"
 #include "pointwise.h"
 
 namespace fused_rnn::cpu {
 namespace {
-
-using layer::row_active;
-using layer::slot_in;
-using layer::slot_out;
 
 template <typename S, bool kRelu>
 void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
@@ -105,9 +101,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const char* op = "fused_rnn::rnn_forward";
   const LayerDims d =
       check_rnn_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in, h0_in, lengths);
-  const auto dt = layer::work_dtype(x_in);
-  const at::Tensor x = layer::as_work(x_in, dt), w_ih = layer::as_work(w_ih_in, dt),
-                   w_hh = layer::as_work(w_hh_in, dt), h0 = layer::as_work(h0_in, dt);
+  const auto dt = work_dtype(x_in);
+  const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
+                   w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
   std::optional<at::Tensor> bias;
   if (b_ih_in.has_value() && b_ih_in->defined())
     bias = (b_ih_in->to(dt) + b_hh_in->to(dt)).contiguous();
@@ -118,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
   hs[first].copy_(h0);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = layer::lengths_or_undefined(lengths);
+  const at::Tensor len = lengths_or_undefined(lengths);
   AT_DISPATCH_FLOATING_TYPES(dt, "rnn_forward_cpu", [&] {
     with_activation(relu, [&](auto act) {
       rnn_forward_kernel<scalar_t, decltype(act)::value>(
@@ -140,9 +136,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const char* op = "fused_rnn::rnn_backward";
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in, lengths, hs_in);
-  const auto dt = layer::work_dtype(x_in);
-  const at::Tensor dy = layer::as_work(dy_in, dt), x = layer::as_work(x_in, dt),
-                   w_ih = layer::as_work(w_ih_in, dt), w_hh = layer::as_work(w_hh_in, dt),
+  const auto dt = work_dtype(x_in);
+  const at::Tensor dy = as_work(dy_in, dt), x = as_work(x_in, dt),
+                   w_ih = as_work(w_ih_in, dt), w_hh = as_work(w_hh_in, dt),
                    hs = hs_in.contiguous();
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   const auto opts = x.options();
@@ -154,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   at::Tensor dw_ih = at::empty({H, I}, opts);
   at::Tensor dw_hh = at::empty({H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = layer::lengths_or_undefined(lengths);
+  const at::Tensor len = lengths_or_undefined(lengths);
   AT_DISPATCH_FLOATING_TYPES(dt, "rnn_backward_cpu", [&] {
     with_activation(relu, [&](auto act) {
       rnn_backward_kernel<scalar_t, decltype(act)::value>(
