@@ -230,6 +230,21 @@ def test_forward_errors_like_torch(name, args, kwargs):
     assert type(our_err.value) is type(ref_err.value), (our_err.value, ref_err.value)
 
 
+def test_never_calls_torchs_rnn_kernels(monkeypatch):
+    """Forward and backward of ours run with torch's RNN kernels made to fail."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch's own RNN kernel was called")
+    for name in ("rnn_tanh", "rnn_relu", "rnn_tanh_cell", "rnn_relu_cell"):
+        monkeypatch.setattr(torch._VF, name, refuse, raising=False)
+        monkeypatch.setattr(torch, name, refuse)
+    rnn = fused_rnn.RNN(3, 4, num_layers=2, bidirectional=True, nonlinearity="relu")
+    cell = fused_rnn.RNNCell(3, 4)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    y, h = rnn(x)
+    (y.sum() + h.sum() + cell(x[0]).sum()).backward()
+    assert x.grad is not None
+
+
 # ----------------------------------------------------------------------------- RNNCell
 
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
@@ -283,6 +298,8 @@ def _bad_cell_cases():
         ("hx wrong batch", torch.randn(2, 3), torch.randn(3, 5)),
         ("hx wrong hidden", torch.randn(2, 3), torch.randn(2, 4)),
         ("2-D hx with 1-D input", torch.randn(3), torch.randn(1, 5)),
+        ("hx dtype", torch.randn(2, 3), torch.randn(2, 5, dtype=torch.float64)),
+        ("input dtype", torch.randn(2, 3, dtype=torch.float64), None),
     ]
 
 
