@@ -9,6 +9,7 @@ torch.compile still traces the module (Dynamo refuses instances of torch.nn.LSTM
 import torch
 import torch.nn.functional as F
 
+from ._extension import check_device
 from ._sequence import to_sequence
 
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -80,6 +81,7 @@ class FusedRNNBase(torch.nn.RNNBase):
         if x.device != w.device:
             raise RuntimeError(f"{type(self).__name__}: input is on {x.device} but the weights are "
                                f"on {w.device}; move one of them")
+        check_device(type(self).__name__, x.device)
 
     # --------------------------------------------------------------- forward
 

@@ -140,7 +140,7 @@ def test_module_to_dtype_and_functional_call():
 
 # ----------------------------------------------------------------------------- raw ops
 
-def _op_args(T=4, B=3, I=5, H=6, P=0, bias=True, lengths=None, reverse=False, seed=0):
+def _op_args(T=4, B=3, I=3, H=4, P=0, bias=True, lengths=None, reverse=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     S = P or H
 
@@ -168,7 +168,8 @@ def test_gradcheck_raw_op(case):
 
     def f(*a):
         return fused_rnn.ops.lstm_layer(*a)
-    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-8)
+    # The full Jacobian once; random projections of it (fast mode) for the other cases.
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-8, fast_mode=bool(case))
 
 
 @pytest.mark.parametrize("case", OP_CASES, ids=str)
