@@ -38,7 +38,8 @@ def run(module, build, leaves, seed=0):
                for o in outs if o.is_floating_point())
     loss.backward()
     grads = [l.grad for l in leaves]
-    params = {n: p.grad for n, p in module.named_parameters()}
+    # A torch.compile'd module names its parameters after the module it wraps.
+    params = {n: p.grad for n, p in getattr(module, "_orig_mod", module).named_parameters()}
     return outs, grads, params
 
 

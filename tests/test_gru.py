@@ -44,9 +44,8 @@ FORMS = ["seq", "batch_first", "unbatched", "packed_sorted", "packed_unsorted"]
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, False), (1, True),
-                                                      (2, True)])
-@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("num_layers,bidirectional,with_h0", [
+    (1, False, False), (2, False, True), (1, True, True), (2, True, False)])
 def test_module_parity(dtype, form, num_layers, bidirectional, with_h0):
     ref, ours = make_pair(dtype, num_layers=num_layers, bidirectional=bidirectional,
                           batch_first=form == "batch_first")
@@ -153,19 +152,19 @@ def test_gradcheck(reverse, lengths, bias):
     assert torch.autograd.gradcheck(f, args[:6])
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype,lengths,reverse", [
+    (torch.float64, None, False), (torch.float64, [4, 1, 3], True),
+    (torch.float32, [4, 1, 3], False), (torch.float32, None, True)])
 def test_opcheck(reverse, lengths, dtype):
     lengths = torch.tensor(lengths) if lengths is not None else None
     args = op_args(dtype=dtype, lengths=lengths, reverse=reverse, requires_grad=True)
     torch.library.opcheck(ops.gru_forward.default, args)
-    y, h_n, gates, hs, hn = ops.gru_forward(*args)
-    dy, dh = torch.randn_like(y), torch.randn_like(h_n)
-    x, w_ih, w_hh = args[:3]
+    with torch.no_grad():
+        y, h_n, gates, hs, hn = ops.gru_forward(*args)
+    x, w_ih, w_hh = (a.detach() for a in args[:3])
     torch.library.opcheck(ops.gru_backward.default,
-                          [dy, dh, x.detach(), w_ih.detach(), w_hh.detach(), lengths, reverse, True,
-                           gates, hs, hn])
+                          [torch.randn_like(y), torch.randn_like(h_n), x, w_ih, w_hh, lengths,
+                           reverse, True, gates, hs, hn])
 
 
 def test_finished_rows_keep_state_and_output_zeros():
@@ -180,12 +179,13 @@ def test_finished_rows_keep_state_and_output_zeros():
         torch.testing.assert_close(h_n[1], one[0, 0])  # ran exactly one step
 
 
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_compile_fullgraph(backend):
+def test_compile_fullgraph():
+    # aot_eager traces forward and backward through the fake kernels like inductor does,
+    # without inductor's minute of C++ compilation on this machine.
     ref, ours = make_pair(torch.float32, num_layers=2, bidirectional=True, batch_first=True)
     x = torch.randn(B, T, I)
     h0 = torch.randn(4, B, H)
-    compiled = torch.compile(ours, fullgraph=True, backend=backend)
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
     assert_parity(ref, compiled, lambda *a: a, [x, h0], 1e-5)
 
 
