@@ -1,65 +1,83 @@
-"""Shared by the parity tests: run a torch.nn module and its fused_rnn twin on the same
-weights and inputs, and compare outputs, final states and every gradient."""
+"""Shared helpers: run a torch.nn module and its fused_rnn twin on the same weights and
+inputs, and compare outputs, final states and every gradient."""
 import torch
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-#: parity tolerance per dtype (the project's bar: float64 within 1e-10, float32 within 1e-5)
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
 
 
-def twin(ref, fused_cls, **kwargs):
-    """A fused_cls built with `kwargs` that holds a copy of ref's weights."""
-    ours = fused_cls(**kwargs)
+def twin(ref_cls, our_cls, dtype=torch.float64, device="cpu", **kwargs):
+    """A torch.nn module and ours, with ours loaded from the reference's state_dict."""
+    ref = ref_cls(**kwargs, dtype=dtype, device=device)
+    ours = our_cls(**kwargs, dtype=dtype, device=device)
     ours.load_state_dict(ref.state_dict())
-    ours.train(ref.training)
-    return ours
+    return ref, ours
 
 
-def flat_tensors(out):
-    """Every tensor in a module's output (tuples, lists and PackedSequence, in order)."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, PackedSequence):
-        return [t for t in out if t is not None]
-    if isinstance(out, (tuple, list)):
-        return [t for o in out for t in flat_tensors(o)]
-    return []
+def _leaves(x):
+    if isinstance(x, PackedSequence):
+        return [x.data]
+    if isinstance(x, (tuple, list)):
+        return [t for item in x for t in _leaves(item)]
+    return [x] if isinstance(x, torch.Tensor) else []
 
 
-def run(module, build, leaves, seed=0):
-    """Runs module(*build(*leaves)) on fresh copies of `leaves` (floating ones require grad),
-    backpropagates a random weighting of every floating output, and returns
-    (outputs, grads of the leaves, grads of the parameters by name)."""
-    leaves = [l.detach().clone().requires_grad_(l.is_floating_point()) for l in leaves]
+def run(module, inp, hx, seed=1234):
+    """Forward, then backward of a random linear function of every output tensor.
+    Returns (output tensors, gradients of [input data, *hx tensors, *parameters])."""
+    inputs = [t for t in _leaves(inp) + _leaves(hx)]
+    for t in inputs:
+        t.grad = None
     module.zero_grad(set_to_none=True)
-    outs = flat_tensors(module(*build(*leaves)))
+    out = module(inp) if hx is None else module(inp, hx)
+    outs = _leaves(out)
     gen = torch.Generator().manual_seed(seed)
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum()
-               for o in outs if o.is_floating_point())
-    loss.backward()
-    grads = [l.grad for l in leaves]
-    # A torch.compile'd module names its parameters after the module it wraps.
-    params = {n: p.grad for n, p in getattr(module, "_orig_mod", module).named_parameters()}
-    return outs, grads, params
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum()
+               for o in outs)
+    wrt = inputs + list(module.parameters())
+    grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+    return [o.detach() for o in outs], grads
 
 
-def assert_parity(ref, ours, build, leaves, tol):
-    """ref and ours (same weights) give the same outputs and gradients within tol."""
-    r_out, r_grads, r_params = run(ref, build, leaves)
-    o_out, o_grads, o_params = run(ours, build, leaves)
+def clone_inputs(inp, hx):
+    """Fresh leaf copies (requiring grad) of the input and initial state."""
+    def leaf(t):
+        return t.detach().clone().requires_grad_(t.is_floating_point())
+    if isinstance(inp, PackedSequence):
+        inp = PackedSequence(leaf(inp.data), inp.batch_sizes, inp.sorted_indices,
+                             inp.unsorted_indices)
+    else:
+        inp = leaf(inp)
+    if hx is not None:
+        hx = tuple(leaf(h) for h in hx) if isinstance(hx, tuple) else leaf(hx)
+    return inp, hx
+
+
+def assert_same(ref, ours, inp, hx, dtype):
+    """Outputs, final states and all gradients of ours match torch.nn's."""
+    r_in, r_hx = clone_inputs(inp, hx)
+    o_in, o_hx = clone_inputs(inp, hx)
+    r_out, r_grads = run(ref, r_in, r_hx)
+    o_out, o_grads = run(ours, o_in, o_hx)
+    tol = TOL[dtype]
     assert len(r_out) == len(o_out)
-    for k, (r, o) in enumerate(zip(r_out, o_out)):
-        assert r.dtype == o.dtype and r.shape == o.shape, f"output {k}: {o.dtype} {o.shape}"
-        torch.testing.assert_close(o, r, atol=tol, rtol=tol, msg=lambda m: f"output {k}: {m}")
-    for k, (r, o) in enumerate(zip(r_grads, o_grads)):
-        if r is None:
-            assert o is None, f"input {k} has a gradient only in ours"
+    for k, (a, b) in enumerate(zip(r_out, o_out)):
+        assert a.shape == b.shape, f"output {k}: shape {tuple(b.shape)} != torch's {tuple(a.shape)}"
+        torch.testing.assert_close(b, a, **tol, msg=lambda m: f"output {k}: {m}")
+    names = (["input"] + [f"hx[{i}]" for i in range(len(_leaves(hx)))] +
+             [n for n, _ in ref.named_parameters()])
+    for name, a, b in zip(names, r_grads, o_grads):
+        if a is None:
+            assert b is None or b.abs().max() == 0, f"grad of {name}: torch has none"
             continue
-        assert o is not None, f"input {k} has no gradient"
-        torch.testing.assert_close(o, r, atol=tol, rtol=tol, msg=lambda m: f"grad input {k}: {m}")
-    assert r_params.keys() == o_params.keys()
-    for name, r in r_params.items():
-        o = o_params[name]
-        assert (r is None) == (o is None), f"grad {name}: {o}"
-        if r is not None:
-            torch.testing.assert_close(o, r, atol=tol, rtol=tol, msg=lambda m: f"grad {name}: {m}")
+        assert b is not None, f"grad of {name} missing"
+        torch.testing.assert_close(b, a, **tol, msg=lambda m: f"grad of {name}: {m}")
+
+
+def packed_input(T, B, I, dtype, lengths=None, enforce_sorted=False, gen=None):
+    """A PackedSequence of B rows with the given (unsorted by default) lengths ≤ T."""
+    if lengths is None:
+        lengths = torch.randint(1, T + 1, (B,), generator=gen)
+        lengths[torch.randint(0, B, (1,), generator=gen)] = T
+    x = torch.randn(T, B, I, dtype=dtype, generator=gen)
+    return pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
