@@ -49,6 +49,19 @@ def test_module_parity(dtype, form, num_layers, bidirectional, with_h0):
     assert_same(ref, ours, *inputs(form, dtype, D_L, with_h0), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("T_,B_,I_,H_", [(1, 1, 4, 11), (1, 4, 4, 11), (6, 1, 4, 11),
+                                          (4, 5, 17, 33), (3, 2, 3, 1)])
+def test_module_parity_shapes(dtype, T_, B_, I_, H_):
+    torch.manual_seed(0)
+    ref, ours = twin(torch.nn.GRU, fused_rnn.GRU, dtype=dtype, input_size=I_, hidden_size=H_,
+                     num_layers=2, bidirectional=True)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(T_, B_, I_, generator=gen, dtype=dtype)
+    h0 = torch.randn(4, B_, H_, generator=gen, dtype=dtype)
+    assert_same(ref, ours, x, h0, dtype)
+
+
 @pytest.mark.parametrize("form", ["seq", "packed_unsorted"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_module_parity_without_bias(form, bidirectional):
