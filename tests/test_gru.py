@@ -132,7 +132,8 @@ def test_proj_size_rejected_like_torch():
 def test_empty_sequence_keeps_h0():
     # T = 0 does not reach the ops through the module (torch rejects it), but the op keeps h0.
     x = torch.randn(0, B, I, dtype=torch.float64)
-    w_ih, w_hh = torch.randn(3 * H, I, dtype=torch.float64), torch.randn(3 * H, H, dtype=torch.float64)
+    w_ih = torch.randn(3 * H, I, dtype=torch.float64)
+    w_hh = torch.randn(3 * H, H, dtype=torch.float64)
     h0 = torch.randn(B, H, dtype=torch.float64)
     y, h_n = fused_rnn.ops.gru_layer(x, w_ih, w_hh, None, None, h0)
     assert y.shape == (0, B, H)
@@ -156,7 +157,9 @@ def test_bfloat16_close_to_float32():
 def op_args(dtype=torch.float64, bias=True, lengths=None, reverse=False, requires_grad=False):
     gen = torch.Generator().manual_seed(2)
     h = 5
-    rnd = lambda *s: torch.randn(*s, generator=gen, dtype=dtype).requires_grad_(requires_grad)  # noqa: E731
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_(requires_grad)
     b = (rnd(3 * h), rnd(3 * h)) if bias else (None, None)
     return [rnd(4, 3, 2), rnd(3 * h, 2), rnd(3 * h, h), *b, rnd(3, h), lengths, reverse]
 
