@@ -110,6 +110,18 @@ def test_long_sequence_and_wide_hidden_float32():
     assert_same(ref, ours, torch.randn(4, 60, 8), None, torch.float32)
 
 
+def test_rows_split_across_threads_with_lengths():
+    # B * (H / 256-lane pieces) above parallel_rows' grain: the pointwise passes run in
+    # parallel pieces (when torch has more than one thread), finished rows included.
+    torch.manual_seed(0)
+    ref, ours = twin(torch.nn.GRU, fused_rnn.GRU, dtype=torch.float64, input_size=8,
+                     hidden_size=300, bidirectional=True)
+    lengths = torch.tensor([6, 1, 3, 6, 2, 5, 4, 1, 6, 3, 2, 5, 6, 4, 1, 3])
+    x = pack_padded_sequence(torch.randn(6, 16, 8, dtype=torch.float64), lengths,
+                             enforce_sorted=False)
+    assert_same(ref, ours, x, None, torch.float64)
+
+
 def test_state_dict_both_ways_and_init():
     torch.manual_seed(0)
     ref = torch.nn.GRU(I, H, num_layers=2, bidirectional=True)
