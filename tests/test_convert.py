@@ -96,3 +96,19 @@ def test_converted_module_is_independent_of_the_original():
     fused = fused_rnn.convert(gru)
     fused.extra = torch.nn.Linear(1, 1)
     assert "extra" not in gru._modules
+
+
+def test_converted_model_compiles_fullgraph():
+    torch.manual_seed(0)
+    ref = Mixed(torch.float32)
+    model = fused_rnn.convert(copy.deepcopy(ref))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert_same(ref, compiled, torch.randn(2, 4, 4), None, torch.float32)
+
+
+def test_keeps_device():
+    model = torch.nn.Sequential(torch.nn.GRU(3, 4, device="meta"),
+                                torch.nn.LSTMCell(4, 2, device="meta"))
+    fused_rnn.convert(model)
+    assert type(model[0]) is fused_rnn.GRU and type(model[1]) is fused_rnn.LSTMCell
+    assert all(p.device.type == "meta" for p in model.parameters())

@@ -203,6 +203,22 @@ def test_opcheck(reverse, lengths, dtype):
                            reverse, True, gates, hs, hn])
 
 
+def test_opcheck_noncontiguous_inputs():
+    # A batch_first module hands the op a transposed x: the fakes must describe the kernels'
+    # (contiguous) outputs, not copy the input's strides.
+    args = op_args(requires_grad=True)
+    x = args[0].detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    w_ih = args[1].detach().t().contiguous().t().requires_grad_()
+    assert not x.is_contiguous() and not w_ih.is_contiguous()
+    args[0], args[1] = x, w_ih
+    torch.library.opcheck(ops.gru_forward.default, args)
+    with torch.no_grad():
+        y, h_n, gates, hs, hn = ops.gru_forward(*args)
+    torch.library.opcheck(ops.gru_backward.default,
+                          [torch.randn_like(y), torch.randn_like(h_n), x.detach(), w_ih.detach(),
+                           args[2].detach(), None, False, True, gates, hs, hn])
+
+
 def test_finished_rows_keep_state_and_output_zeros():
     lengths = torch.tensor([4, 1, 0])
     for reverse in (False, True):
