@@ -73,8 +73,8 @@ def test_module_parity_without_bias(form, bidirectional):
 def test_dropout_matches_torch_masks():
     """In training mode dropout is applied between layers; with the same seed torch's CPU
     GRU and ours draw the same masks (outputs and gradients agree)."""
-    ref, ours = make_pair(torch.float64, num_layers=3, dropout=0.5, bidirectional=True)
-    x, h0 = inputs("seq", torch.float64, 6, True)
+    ref, ours = make_pair(torch.float64, num_layers=2, dropout=0.5, bidirectional=True)
+    x, h0 = inputs("seq", torch.float64, 4, True)
     torch.manual_seed(11)
     y_ref, _ = ref(x)
     torch.manual_seed(11)
@@ -107,7 +107,7 @@ def test_long_sequence_and_wide_hidden_float32():
     torch.manual_seed(0)
     ref, ours = twin(torch.nn.GRU, fused_rnn.GRU, dtype=torch.float32, input_size=8,
                      hidden_size=70, batch_first=True)
-    assert_same(ref, ours, torch.randn(4, 60, 8), None, torch.float32)
+    assert_same(ref, ours, torch.randn(3, 40, 8), None, torch.float32)
 
 
 def test_rows_split_across_threads_with_lengths():
