@@ -2,8 +2,12 @@
 from ._extension import build_info
 from ._version import __version__
 from . import ops
+from .cells import GRUCell, LSTMCell
+from .convert import convert, to_torch
+from .gru import GRU
 from .lstm import LSTM
 from .rnn import RNN
 from .rnn_cell import RNNCell
 
-__all__ = ["LSTM", "RNN", "RNNCell", "build_info", "ops", "__version__"]
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "build_info", "convert",
+           "ops", "to_torch", "__version__"]
