@@ -1,6 +1,6 @@
 """Loads the compiled extension, turning load failures into an ImportError that says why."""
 import importlib
-import os
+import warnings
 
 import torch
 
@@ -75,4 +75,36 @@ def _check_cpu_capability():
             "or with FUSED_RNN_CPU_CAPABILITY=avx2 (or default) for a portable build." % cap)
 
 
+def _release(version):
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def torch_mismatch(info=None):
+    """A sentence if the running torch is not the release this binary was built against
+    (torch's C++ ABI is only stable within one release), else None."""
+    built = (info or build_info())["torch_version"]
+    if _release(built) != _release(torch.__version__):
+        return ("fused_rnn was built against torch %s but torch %s is running; rebuild fused_rnn "
+                "(pip install --no-build-isolation .) to avoid crashes from ABI differences."
+                % (built, torch.__version__))
+    return None
+
+
 _check_cpu_capability()
+_mismatch = torch_mismatch()
+if _mismatch:
+    warnings.warn(_mismatch, RuntimeWarning, stacklevel=2)
+HAS_CUDA = build_info()["cuda"]
+if not HAS_CUDA and torch.cuda.is_available():
+    warnings.warn("fused_rnn was built without its CUDA kernels (CPU only), but a GPU is visible: "
+                  "CUDA inputs will raise. Rebuild with nvcc and a CUDA build of torch.",
+                  RuntimeWarning, stacklevel=2)
+
+
+def check_device(name, device):
+    """A clear error for a device our kernels were not built for."""
+    if device.type == "cuda" and not HAS_CUDA:
+        raise RuntimeError(f"{name}: fused_rnn was built without CUDA kernels; move the module and "
+                           f"input to the CPU or rebuild fused_rnn with CUDA (see README, Install)")
+    if device.type not in ("cpu", "cuda", "meta"):
+        raise RuntimeError(f"{name}: fused_rnn runs on cpu and cuda devices, got {device}")

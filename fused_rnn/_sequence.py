@@ -56,8 +56,10 @@ class Sequence:
 
 
 def _check_features(name, x, input_size):
-    if not (x.is_floating_point()):
-        raise TypeError(f"{name}: input must be a floating point tensor, got {x.dtype}")
+    if not x.is_floating_point():
+        # ValueError, as torch.nn raises for an input dtype that does not match the weights.
+        raise ValueError(f"{name}: input must be a floating point tensor of the weights' dtype, "
+                         f"got {x.dtype}")
     if x.shape[-1] != input_size:
         raise RuntimeError(f"{name}: input.size(-1) must be equal to input_size. "
                            f"Expected {input_size}, got {x.shape[-1]}")

@@ -9,6 +9,7 @@ torch.compile still traces the module (Dynamo refuses instances of torch.nn.LSTM
 import torch
 import torch.nn.functional as F
 
+from ._extension import check_device
 from ._sequence import to_sequence
 
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
@@ -82,6 +83,7 @@ class FusedRNNBase(torch.nn.RNNBase):
         if x.device != w.device:
             raise RuntimeError(f"{type(self).__name__}: input is on {x.device} but the weights are "
                                f"on {w.device}; move one of them")
+        check_device(type(self).__name__, x.device)
 
     # --------------------------------------------------------------- forward
 
@@ -89,6 +91,8 @@ class FusedRNNBase(torch.nn.RNNBase):
         name = type(self).__name__
         seq = to_sequence(name, input, self.batch_first, self.input_size)
         self._check_weights(seq.x)
+        if seq.x.shape[0] == 0:  # as torch.nn does
+            raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
         states = self._initial_states(seq, hx)
         D = 2 if self.bidirectional else 1
         finals = [[] for _ in states]

@@ -48,6 +48,8 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
           copy_row(h_out + b * P, h_in + b * P, P);
           copy_row(c_out + b * H, c_in + b * H, H);
           zero_row(y_t + b * P, P);
+          // dW_hr = dr^T h_raw sums over every row: keep its unused rows finite.
+          if (hr_t != nullptr) zero_row(hr_t + b * H, H);
         }
         return;
       }
