@@ -1,14 +1,16 @@
 """A minimal stand-in for pytest, for GPU machines where pytest is not installed and
 cannot be: runs the test files given on the command line, supporting what fused_rnn's
 CUDA tests use (module-level pytestmark skipif, stacked mark.parametrize, autouse
-generator fixtures, pytest.raises with match). Prints one line per failure and a
+and named fixtures without arguments, pytest.raises with match). Prints one line per failure and a
 pytest-like "N passed, M failed" line; exits 1 on any failure.
 
     python scripts/mini_pytest.py tests/test_cuda.py [...]
 """
 import contextlib
 import importlib.util
+import inspect
 import itertools
+import os
 import re
 import sys
 import traceback
@@ -76,6 +78,8 @@ def _cases(fn):
 
 
 def run_file(path):
+    # what tests/conftest.py does under pytest: shared helpers import as top-level modules
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     spec = importlib.util.spec_from_file_location(path.replace("/", "_")[:-3], path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -86,6 +90,7 @@ def run_file(path):
             print(f"{path}: skipped ({m.kwargs.get('reason', '')})")
             return 0, 0, 1
     autouse = [f for f in vars(mod).values() if getattr(f, "_fixture_autouse", False)]
+    named = {n: f for n, f in vars(mod).items() if hasattr(f, "_fixture_autouse")}
     passed = failed = skipped = 0
     for name, fn in list(vars(mod).items()):
         if not (name.startswith("test_") and callable(fn)):
@@ -96,6 +101,14 @@ def run_file(path):
             try:
                 for g in gens:
                     next(g)
+                # fixtures named by the test's arguments (no arguments themselves)
+                for arg in inspect.signature(fn).parameters:
+                    if arg not in kw and arg in named:
+                        value = named[arg]()
+                        if inspect.isgenerator(value):
+                            gens.append(value)
+                            value = next(value)
+                        kw[arg] = value
                 fn(**kw)
                 passed += 1
             except _Skip:
@@ -112,6 +125,7 @@ def run_file(path):
 
 def main(paths):
     _install_stub()
+    sys.path.insert(0, os.getcwd())  # the package under test, as `python -m pytest` has it
     totals = [0, 0, 0]
     for p in paths:
         for k, v in enumerate(run_file(p)):

@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_rnn
+from test_lstm import CONFIGS as CPU_SUITE_CONFIGS, SHAPES as CPU_SUITE_SHAPES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -53,20 +54,24 @@ def _data(cfg, T, B, seed=1):
     return x, h0, c0, lengths
 
 
-def _run(mod, form, x, h0, c0, lengths, device, dtype, batch_first=False):
+def _run(mod, form, x, h0, c0, lengths, device, dtype, batch_first=False, with_state=True):
     """Forward + backward of a weighted sum of every output; returns every result and
     gradient as float64 CPU tensors, keyed by name."""
+    mod.zero_grad(set_to_none=True)
     xl = x.to(device, dtype).requires_grad_()
     h0l = h0.to(device, dtype).requires_grad_()
     c0l = c0.to(device, dtype).requires_grad_()
     inp, hx = xl, (h0l, c0l)
+    if not with_state:  # zero initial state; its "gradient" is reported as zeros
+        hx = None
+        h0l.grad, c0l.grad = torch.zeros_like(h0l), torch.zeros_like(c0l)
     if form == "unbatched":
         inp, hx = xl[:, 0], (h0l[:, 0], c0l[:, 0])
     elif batch_first:
         inp = xl.transpose(0, 1)
     if form == "packed":
         inp = pack_padded_sequence(xl, lengths, enforce_sorted=False)
-    out, (h, c) = mod(inp, hx)
+    out, (h, c) = mod(inp) if hx is None else mod(inp, hx)
     out = out.data if form == "packed" else out
     g = torch.Generator().manual_seed(7)
     loss = 0
@@ -127,6 +132,24 @@ def test_float32_matches_cudnn_and_float64_reference(cfg, form):
     cpu_res = _run(ref64, form, _quantized(x, torch.float32), _quantized(h0, torch.float32),
                    _quantized(c0, torch.float32), lengths, "cpu", torch.float64, bf)
     _assert_rel_close(ours_res, cpu_res, TOL[torch.float32], "vs float64 CPU")
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("T,B", CPU_SUITE_SHAPES)
+@pytest.mark.parametrize("cfg", CPU_SUITE_CONFIGS, ids=str)
+def test_cpu_parity_suite_on_cuda(cfg, T, B, with_state):
+    """tests/test_lstm.py's grid on the GPU: float32 against cuDNN, float64 against the
+    float64 CPU torch.nn.LSTM."""
+    ref, ours = _make(cfg)
+    x, h0, c0, lengths = _data(cfg, T, B)
+    bf = cfg.get("batch_first", False)
+    got = _run(ours.to(CUDA), "seq", x, h0, c0, lengths, CUDA, torch.float32, bf, with_state)
+    want = _run(copy.deepcopy(ref).to(CUDA), "seq", x, h0, c0, lengths, CUDA, torch.float32, bf,
+                with_state)
+    _assert_rel_close(got, want, TOL[torch.float32], "float32 vs cuDNN")
+    got = _run(ours.double(), "seq", x, h0, c0, lengths, CUDA, torch.float64, bf, with_state)
+    want = _run(ref.double(), "seq", x, h0, c0, lengths, "cpu", torch.float64, bf, with_state)
+    _assert_rel_close(got, want, TOL[torch.float64], "float64 vs CPU")
 
 
 @pytest.mark.parametrize("form", ["seq", "packed"])
