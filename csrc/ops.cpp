@@ -58,6 +58,16 @@ TORCH_LIBRARY(fused_rnn, m) {
       "lstm_backward(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? w_hr, Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, "
       "Tensor cs, Tensor h_raw) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // GRU layer (gru_args.h documents every argument and saved tensor).
+  // Returns y, h_n and the saved gates, hs, hn.
+  m.def(
+      "gru_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
+      "Tensor? lengths, bool reverse) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Returns dx, dw_ih, dw_hh, db_ih, db_hh ([0] each without bias), dh0.
+  m.def(
+      "gru_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
+      "Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, Tensor hn) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("build_info() -> str", &build_info);
 }
 

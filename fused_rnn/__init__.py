@@ -2,6 +2,10 @@
 from ._extension import build_info
 from ._version import __version__
 from . import ops
+from .cells import GRUCell, LSTMCell
+from .convert import convert, to_torch
+from .gru import GRU
 from .lstm import LSTM
 
-__all__ = ["LSTM", "build_info", "ops", "__version__"]
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "build_info", "convert", "ops", "to_torch",
+           "__version__"]

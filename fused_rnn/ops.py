@@ -2,7 +2,7 @@
 
 The ops themselves are defined and implemented in C++ (csrc/ops.cpp, csrc/cpu, csrc/cuda).
 Each layer op runs one layer in one direction over the whole sequence; see
-csrc/lstm_args.h for every argument's shape.
+csrc/lstm_args.h and csrc/gru_args.h for every argument's shape.
 """
 import torch
 
@@ -99,3 +99,69 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths=None, reverse=Fa
     y, h_n, c_n, *_ = _ops.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths,
                                         reverse)
     return y, h_n, c_n
+
+
+# ----------------------------------------------------------------------------- GRU
+
+@torch.library.register_fake("fused_rnn::gru_forward")
+def _gru_forward_fake(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
+    T, B, _ = x.shape
+    H = w_ih.shape[0] // 3
+    work = _work_dtype(x)
+    return (
+        x.new_empty((T, B, H)),
+        x.new_empty((B, H)),
+        x.new_empty((T, B, 3 * H), dtype=work),
+        x.new_empty((T + 1, B, H), dtype=work),
+        x.new_empty((T, B, H), dtype=work),
+    )
+
+
+@torch.library.register_fake("fused_rnn::gru_backward")
+def _gru_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, has_bias, gates, hs, hn):
+    H = w_ih.shape[0] // 3
+    bias_shape = (3 * H,) if has_bias else (0,)
+    return (
+        torch.empty_like(x),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        x.new_empty(bias_shape),
+        x.new_empty(bias_shape),
+        torch.empty_like(dh_n),
+    )
+
+
+def _gru_setup_context(ctx, inputs, output):
+    x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse = inputs
+    gates, hs, hn = output[2:]
+    ctx.save_for_backward(x, w_ih, w_hh, lengths, gates, hs, hn)
+    ctx.reverse = reverse
+    ctx.has_bias = b_ih is not None
+
+
+def _gru_backward(ctx, dy, dh_n, *_unused_grads_of_saved):
+    x, w_ih, w_hh, lengths, gates, hs, hn = ctx.saved_tensors
+    T, B, _ = x.shape
+    H = hs.shape[2]
+    dx, dw_ih, dw_hh, db_ih, db_hh, dh0 = _ops.gru_backward(
+        _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
+        lengths, ctx.reverse, ctx.has_bias, gates, hs, hn)
+    if not ctx.has_bias:
+        db_ih = db_hh = None
+    return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, None, None
+
+
+torch.library.register_autograd(
+    "fused_rnn::gru_forward", _gru_backward, setup_context=_gru_setup_context)
+
+
+def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False):
+    """One GRU layer in one direction over a whole time-major sequence.
+
+    x [T, B, I]; w_ih [3H, I]; w_hh [3H, H]; b_ih, b_hh [3H] or None; h0 [B, H];
+    lengths: int64 CPU [B] or None (row b stops after lengths[b] steps, keeps its state,
+    and outputs zeros after); reverse runs t = T-1 .. 0.
+    Returns y [T, B, H], h_n [B, H]. Differentiable in every tensor.
+    """
+    y, h_n, *_ = _ops.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    return y, h_n

@@ -11,18 +11,11 @@
 #include "../lstm_args.h"
 #include "../lstm_step.h"
 #include "blas.h"
+#include "layer_util.h"
 #include "pointwise.h"
 
 namespace fused_rnn::cpu {
 namespace {
-
-// Where step t reads its state from and writes it to (see lstm_args.h).
-inline int64_t slot_in(int64_t t, bool reverse) { return reverse ? t + 1 : t; }
-inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
-
-inline bool row_active(const int64_t* len, int64_t b, int64_t t) {
-  return len == nullptr || len[b] > t;
-}
 
 template <typename S>
 void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
@@ -133,20 +126,6 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
   const S* h_prev = hs + slot_in(0, reverse) * B * P;  // hs[t + reverse] for t = 0..T-1
   gemm<S>(true, false, G4, P, TB, S(1), dgates, G4, h_prev, P, S(0), dw_hh, P);
   if (proj) gemm<S>(true, false, P, H, TB, S(1), dr, P, h_raw, H, S(0), dw_hr, H);
-}
-
-// bfloat16 runs in float32 (so the cell state accumulates in float32).
-at::ScalarType work_dtype(const at::Tensor& x) {
-  return x.scalar_type() == at::kBFloat16 ? at::kFloat : x.scalar_type();
-}
-
-at::Tensor as_work(const at::Tensor& t, at::ScalarType dt) {
-  return t.to(dt).contiguous();
-}
-
-std::optional<at::Tensor> as_work(const std::optional<at::Tensor>& t, at::ScalarType dt) {
-  if (!t.has_value() || !t->defined()) return std::nullopt;
-  return as_work(*t, dt);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

@@ -1,0 +1,178 @@
+// CPU implementation of the GRU layer ops (argument layout: gru_args.h).
+//
+// Forward: one GEMM for the input projection of every step, then per step one GEMM
+// (h_prev W_hh^T into a scratch row block, kept apart from the input projection since
+// r scales its n block) and one fused parallel pass of gru_forward_elem. Backward walks
+// the steps in reverse with one fused pass and one GEMM per step (dh_prev += dgh W_hh),
+// then forms dx and every weight gradient as one large GEMM (or sum) over all steps.
+// Nothing is allocated inside the time loops.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../gru_args.h"
+#include "../gru_step.h"
+#include "blas.h"
+#include "layer_util.h"
+#include "pointwise.h"
+
+namespace fused_rnn::cpu {
+namespace {
+
+template <typename S>
+void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
+                        const S* b_ih, const S* b_hh, const int64_t* len,
+                        const std::vector<int64_t>& rows, bool reverse, S* y, S* gates, S* hs,
+                        S* hn, S* gh) {
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
+  // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once; the pass overwrites it with
+  // the activations.
+  gemm<S>(false, true, T * B, G3, I, S(1), x, I, w_ih, I, S(0), gates, G3);
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = reverse ? T - 1 - s : s;
+    S* g_t = gates + t * B * G3;
+    S* hn_t = hn + t * B * H;
+    const S* h_in = hs + slot_in(t, reverse) * B * H;
+    S* h_out = hs + slot_out(t, reverse) * B * H;
+    S* y_t = y + t * B * H;
+    gemm<S>(false, true, rows[t], G3, H, S(1), h_in, H, w_hh, H, S(0), gh, G3);
+    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+      if (!row_active(len, b, t)) {
+        if (lo == 0) {  // a finished row keeps its state and outputs zeros
+          copy_row(h_out + b * H, h_in + b * H, H);
+          zero_row(y_t + b * H, H);
+          zero_row(g_t + b * G3, G3);  // saved tensors stay deterministic
+          zero_row(hn_t + b * H, H);
+        }
+        return;
+      }
+      S* g = g_t + b * G3;
+      for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
+        gru_forward_elem<decltype(lane)>(g, gh + b * G3, b_ih, b_hh, h_in + b * H, g,
+                                         hn_t + b * H, h_out + b * H, y_t + b * H, j, H);
+      });
+    });
+  }
+}
+
+template <typename S>
+void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
+                         const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
+                         bool reverse, const S* gates, const S* hs, const S* hn, S* dh, S* dgi,
+                         S* dgh, S* dx, S* dw_ih, S* dw_hh) {
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = reverse ? s : T - 1 - s;  // the forward's order, backwards
+    const S* h_in = hs + slot_in(t, reverse) * B * H;
+    const S* g_t = gates + t * B * G3;
+    const S* hn_t = hn + t * B * H;
+    const S* dy_t = dy + t * B * H;
+    S* dgi_t = dgi + t * B * G3;
+    S* dgh_t = dgh + t * B * G3;
+    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+      if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
+        if (lo == 0) {
+          zero_row(dgi_t + b * G3, G3);
+          zero_row(dgh_t + b * G3, G3);
+        }
+        return;
+      }
+      const int64_t ro = b * H;
+      for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
+        gru_backward_elem<decltype(lane)>(g_t + b * G3, hn_t + ro, h_in + ro, dh + ro,
+                                          dy_t + ro, dgi_t + b * G3, dgh_t + b * G3, j, H);
+      });
+    });
+    // dL/dh_prev: the pass left dh_tot * z in active rows, finished rows carry theirs.
+    gemm<S>(false, false, rows[t], H, G3, S(1), dgh_t, G3, w_hh, H, S(1), dh, H);
+  }
+  const int64_t TB = T * B;
+  gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);
+  gemm<S>(true, false, G3, I, TB, S(1), dgi, G3, x, I, S(0), dw_ih, I);
+  const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
+  gemm<S>(true, false, G3, H, TB, S(1), dgh, G3, h_prev, H, S(0), dw_hh, H);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                const std::optional<at::Tensor>& b_ih_in,
+                const std::optional<at::Tensor>& b_hh_in, const at::Tensor& h0_in,
+                const std::optional<at::Tensor>& lengths, bool reverse) {
+  const char* op = "fused_rnn::gru_forward";
+  const LayerDims d =
+      check_gru_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in, h0_in, lengths);
+  const auto dt = work_dtype(x_in);
+  const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
+                   w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
+  const auto b_ih = as_work(b_ih_in, dt), b_hh = as_work(b_hh_in, dt);
+  const auto opts = x.options();
+  const int64_t T = d.T, B = d.B, H = d.H;
+  at::Tensor y = at::empty({T, B, H}, opts);
+  at::Tensor gates = at::empty({T, B, 3 * H}, opts);
+  at::Tensor hs = at::empty({T + 1, B, H}, opts);
+  at::Tensor hn = at::empty({T, B, H}, opts);
+  at::Tensor gh = at::empty({B, 3 * H}, opts);  // per-step scratch: h_prev W_hh^T
+  const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
+  hs[first].copy_(h0);
+  const auto rows = rows_active(lengths, T, B);
+  const at::Tensor len = lengths_or_undefined(lengths);
+  AT_DISPATCH_FLOATING_TYPES(dt, "gru_forward_cpu", [&] {
+    gru_forward_kernel<scalar_t>(
+        d, x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+        b_ih.has_value() ? b_ih->data_ptr<scalar_t>() : nullptr,
+        b_hh.has_value() ? b_hh->data_ptr<scalar_t>() : nullptr,
+        len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, y.data_ptr<scalar_t>(),
+        gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
+        gh.data_ptr<scalar_t>());
+  });
+  const auto out_dt = x_in.scalar_type();
+  return {y.to(out_dt), hs[last].to(out_dt, /*non_blocking=*/false, /*copy=*/true), gates, hs,
+          hn};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::Tensor& x_in,
+                 const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+                 const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
+                 const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in) {
+  const char* op = "fused_rnn::gru_backward";
+  const LayerDims d = check_gru_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in,
+                                              lengths, gates_in, hs_in, hn_in);
+  const auto dt = work_dtype(x_in);
+  const at::Tensor dy = as_work(dy_in, dt), x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
+                   w_hh = as_work(w_hh_in, dt), gates = gates_in.contiguous(),
+                   hs = hs_in.contiguous(), hn = hn_in.contiguous();
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
+  const auto opts = x.options();
+  // The running gradient of the state, updated in place step by step (a fresh copy:
+  // the caller's tensor is never written).
+  at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
+  at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
+  at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dw_ih = at::empty({3 * H, I}, opts);
+  at::Tensor dw_hh = at::empty({3 * H, H}, opts);
+  const auto rows = rows_active(lengths, T, B);
+  const at::Tensor len = lengths_or_undefined(lengths);
+  AT_DISPATCH_FLOATING_TYPES(dt, "gru_backward_cpu", [&] {
+    gru_backward_kernel<scalar_t>(
+        d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
+        w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
+        reverse, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
+        dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(),
+        dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>());
+  });
+  at::Tensor db_ih = has_bias ? dgi.sum({0, 1}) : at::empty({0}, opts);
+  at::Tensor db_hh = has_bias ? dgh.sum({0, 1}) : at::empty({0}, opts);
+  const auto out_dt = x_in.scalar_type();
+  return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db_ih.to(out_dt),
+          db_hh.to(out_dt), dh.to(out_dt)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_rnn, CPU, m) {
+  m.impl("gru_forward", &gru_forward_cpu);
+  m.impl("gru_backward", &gru_backward_cpu);
+}
+
+}  // namespace fused_rnn::cpu

@@ -1,0 +1,83 @@
+"""fused_rnn.LSTMCell and fused_rnn.GRUCell: torch.nn.LSTMCell / GRUCell, one fused step.
+
+A cell step is the layer op run over a sequence of length 1, so cells share the layer
+kernels (and their autograd) instead of having ops of their own. We derive from
+torch.nn.RNNCellBase, as torch's cells do, so parameters, init, state_dict and repr are
+torch's own.
+"""
+import torch
+
+from .ops import gru_layer, lstm_layer
+
+
+class _FusedCellBase(torch.nn.RNNCellBase):
+    def _batched(self, input, states):
+        """Checks input and states as torch's cells do; returns input [1, B, I] (a sequence
+        of one step), the states as [B, H] (zeros when not given) and whether the input was
+        batched."""
+        name = type(self).__name__
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(f"{name}: input has inconsistent input_size: got "
+                               f"{input.shape[-1]} expected {self.input_size}")
+        w = self.weight_ih
+        if input.dtype != w.dtype or input.device != w.device:
+            raise RuntimeError(f"{name}: input ({input.dtype}, {input.device}) must have the "
+                               f"weights' dtype and device ({w.dtype}, {w.device})")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        B = x.shape[0]
+        out = []
+        for s_name, s in states:
+            if s is None:
+                out.append(x.new_zeros((B, self.hidden_size)))
+                continue
+            if not isinstance(s, torch.Tensor):
+                raise TypeError(f"{name}: {s_name} must be a Tensor, got {type(s).__name__}")
+            if s.dim() != input.dim():
+                raise ValueError(f"{name}: for {input.dim()}D input, {s_name} must be "
+                                 f"{input.dim()}D, got {s.dim()}D")
+            s = s if batched else s.unsqueeze(0)
+            if tuple(s.shape) != (B, self.hidden_size):
+                want = [B, self.hidden_size] if batched else [self.hidden_size]
+                raise RuntimeError(f"{name}: Expected {s_name} size {want}, got "
+                                   f"{list(s.shape if batched else s.shape[1:])}")
+            if s.dtype != x.dtype or s.device != x.device:
+                raise RuntimeError(f"{name}: {s_name} must have the input's dtype and device "
+                                   f"({x.dtype}, {x.device}), got ({s.dtype}, {s.device})")
+            out.append(s)
+        return x.unsqueeze(0), out, batched
+
+
+class LSTMCell(_FusedCellBase):
+    """Drop-in for torch.nn.LSTMCell(input_size, hidden_size, bias=True, device=None,
+    dtype=None). forward(input, (h, c)=None) → (h', c'); input [B, I] or unbatched [I]."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
+
+    def forward(self, input, hx=None):
+        if hx is None:
+            hx = (None, None)
+        elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors")
+        x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])])
+        _, h, c = lstm_layer(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None,
+                             h0, c0)
+        return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+
+
+class GRUCell(_FusedCellBase):
+    """Drop-in for torch.nn.GRUCell(input_size, hidden_size, bias=True, device=None,
+    dtype=None). forward(input, h=None) → h'; input [B, I] or unbatched [I]."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
+
+    def forward(self, input, hx=None):
+        x, (h0,), batched = self._batched(input, [("hx", hx)])
+        _, h = gru_layer(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, h0)
+        return h if batched else h.squeeze(0)

@@ -1,0 +1,27 @@
+"""fused_rnn.GRU: torch.nn.GRU with the time loop fused in C++/CUDA."""
+from .ops import gru_layer
+from .rnn_base import FusedRNNBase
+
+
+class GRU(FusedRNNBase):
+    """Drop-in for torch.nn.GRU: the same constructor arguments
+    (input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None), parameters, init, state_dict, inputs
+    and outputs. forward(input, h_0=None) → (output, h_n).
+    """
+
+    state_names = ("h_0",)
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:  # as torch.nn.GRU
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("GRU", *args, **kwargs)
+
+    def state_sizes(self):
+        return (self.hidden_size,)
+
+    def run_layer(self, x, w, state, lengths, reverse):
+        (h0,) = state
+        y, h_n = gru_layer(x, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], h0,
+                           lengths, reverse)
+        return y, (h_n,)
