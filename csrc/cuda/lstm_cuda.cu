@@ -21,17 +21,10 @@
 #include "../lstm_step.h"
 #include "cublas_gemm.h"
 #include "launch.h"
+#include "layer_common.cuh"
 
 namespace fused_rnn::cuda {
 namespace {
-
-// Where step t reads its state from and writes it to (see lstm_args.h).
-inline int64_t slot_in(int64_t t, bool reverse) { return reverse ? t + 1 : t; }
-inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
-
-__device__ __forceinline__ bool row_active(const int64_t* len, int64_t b, int64_t t) {
-  return len == nullptr || len[b] > t;
-}
 
 // --------------------------------------------------------------------------- forward
 
@@ -57,8 +50,7 @@ template <typename V, int N, typename T, typename C>
 __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
   const int64_t H = a.H, chunks = H / N, total = a.B * chunks;
   const bool proj = a.h_raw != nullptr;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N;
     const C* c_in = a.c_in + b * H;
     C* c_out = a.c_out + b * H;
@@ -109,8 +101,7 @@ __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
 template <typename T>
 __global__ void lstm_proj_state_kernel(const T* h_in, T* h_out, T* y, const int64_t* len,
                                        int64_t t, int64_t B, int64_t P) {
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-       idx < B * P; idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  FR_KERNEL_LOOP(idx, B * P) {
     const int64_t b = idx / P;
     if (row_active(len, b, t)) {
       h_out[idx] = y[idx];
@@ -139,8 +130,7 @@ struct BwdStep {
 template <typename V, int N, typename T, typename C>
 __global__ void lstm_backward_step_kernel(BwdStep<T, C> a) {
   const int64_t H = a.H, chunks = H / N, total = a.B * chunks;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N;
     T* da = a.da + b * 4 * H;
     if (!row_active(a.len, b, a.t)) {  // dh and dc pass through a finished row untouched
@@ -183,8 +173,7 @@ __global__ void lstm_backward_step_kernel(BwdStep<T, C> a) {
 template <typename T, typename C>
 __global__ void lstm_proj_grad_kernel(C* dh, const T* dy, T* dr, const int64_t* len, int64_t t,
                                       int64_t B, int64_t P) {
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-       idx < B * P; idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  FR_KERNEL_LOOP(idx, B * P) {
     const int64_t b = idx / P;
     if (row_active(len, b, t)) {
       dr[idx] = static_cast<T>(dh[idx] + static_cast<C>(dy[idx]));
@@ -219,11 +208,6 @@ void launch_backward_step(const char* op, const BwdStep<T, C>& s, bool vec) {
     lstm_backward_step_kernel<C, 1><<<blocks_for(s.B * s.H), kThreads, 0, stream>>>(s);
   }
   check_launch(op, "lstm_backward_step_kernel");
-}
-
-template <typename T>
-T* ptr(const at::Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
 template <typename T, typename C>
@@ -325,30 +309,6 @@ void backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy, con
     gemm(op, true, false, P, H, TB, drp, P, h_raw.data_ptr(), H, false, dw_hr.data_ptr(), H, ab,
          ab);
   }
-}
-
-// Float32 keeps what float16/bfloat16 cannot: cell state, bias and state gradients.
-at::ScalarType cell_dtype(at::ScalarType t) {
-  return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
-}
-
-// Calls fn.template operator()<T, C>() for the storage types of dtype t.
-template <typename Fn>
-void dispatch_types(const char* op, at::ScalarType t, const Fn& fn) {
-  switch (t) {
-    case at::kFloat: fn(float{}, float{}); break;
-    case at::kDouble: fn(double{}, double{}); break;
-    case at::kHalf: fn(at::Half{}, float{}); break;
-    case at::kBFloat16: fn(at::BFloat16{}, float{}); break;
-    default: TORCH_CHECK(false, op, ": unsupported dtype ", t);
-  }
-}
-
-// lengths (CPU) copied to the device once per call, before any kernel reads it.
-at::Tensor lengths_on(const std::optional<at::Tensor>& lengths, const at::Device& dev) {
-  if (!lengths.has_value() || !lengths->defined()) return at::Tensor();
-  return lengths->to(at::TensorOptions().device(dev), /*non_blocking=*/false, /*copy=*/true)
-      .contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
