@@ -5,18 +5,14 @@ import copy
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_rnn
+from _cuda_parity import CUDA, TOL, assert_rel_close, data, make, quantized, run
 from test_lstm import CONFIGS as CPU_SUITE_CONFIGS, SHAPES as CPU_SUITE_SHAPES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 _ops = torch.ops.fused_rnn
-CUDA = "cuda"
-
-# Relative tolerances of the issue: max |ours - ref| / max |ref| per tensor.
-TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float64: 1e-10}
 
 
 @pytest.fixture(autouse=True)
@@ -29,75 +25,21 @@ def _full_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-# ----------------------------------------------------------------------------- helpers
-
 def _make(cfg, seed=0):
-    """torch.nn.LSTM and fused_rnn.LSTM with the same (float32, CPU) weights."""
-    torch.manual_seed(seed)
-    ref = torch.nn.LSTM(**cfg)
-    ours = fused_rnn.LSTM(**cfg)
-    ours.load_state_dict(ref.state_dict())
-    return ref, ours
+    return make(torch.nn.LSTM, fused_rnn.LSTM, cfg, seed)
 
 
 def _data(cfg, T, B, seed=1):
-    """Float64 CPU input and initial states, plus lengths (max T) for packed input."""
-    g = torch.Generator().manual_seed(seed)
-    H = cfg["hidden_size"]
-    P = cfg.get("proj_size", 0) or H
-    LD = cfg.get("num_layers", 1) * (2 if cfg.get("bidirectional", False) else 1)
-    x = torch.randn(T, B, cfg["input_size"], generator=g, dtype=torch.float64)
-    h0 = torch.randn(LD, B, P, generator=g, dtype=torch.float64)
-    c0 = torch.randn(LD, B, H, generator=g, dtype=torch.float64)
-    lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[B // 2] = T
+    x, (h0, c0), lengths = data(cfg, T, B, 2, seed)
     return x, h0, c0, lengths
 
 
 def _run(mod, form, x, h0, c0, lengths, device, dtype, batch_first=False, with_state=True):
-    """Forward + backward of a weighted sum of every output; returns every result and
-    gradient as float64 CPU tensors, keyed by name."""
-    mod.zero_grad(set_to_none=True)
-    xl = x.to(device, dtype).requires_grad_()
-    h0l = h0.to(device, dtype).requires_grad_()
-    c0l = c0.to(device, dtype).requires_grad_()
-    inp, hx = xl, (h0l, c0l)
-    if not with_state:  # zero initial state; its "gradient" is reported as zeros
-        hx = None
-        h0l.grad, c0l.grad = torch.zeros_like(h0l), torch.zeros_like(c0l)
-    if form == "unbatched":
-        inp, hx = xl[:, 0], (h0l[:, 0], c0l[:, 0])
-    elif batch_first:
-        inp = xl.transpose(0, 1)
-    if form == "packed":
-        inp = pack_padded_sequence(xl, lengths, enforce_sorted=False)
-    out, (h, c) = mod(inp) if hx is None else mod(inp, hx)
-    out = out.data if form == "packed" else out
-    g = torch.Generator().manual_seed(7)
-    loss = 0
-    for t in (out, h, c):
-        w = torch.randn(t.shape, generator=g, dtype=torch.float64).to(device)
-        loss = loss + (t.double() * w).sum()
-    loss.backward()
-    res = {"output": out, "h_n": h, "c_n": c, "grad x": xl.grad, "grad h0": h0l.grad,
-           "grad c0": c0l.grad}
-    for name, p in mod.named_parameters():
-        res["grad " + name] = p.grad
-    return {k: v.detach().double().cpu() for k, v in res.items()}
+    return run(mod, form, x, (h0, c0), lengths, device, dtype, batch_first, with_state)
 
 
-def _assert_rel_close(got, ref, tol, what=""):
-    assert got.keys() == ref.keys()
-    for k in ref:
-        assert got[k].shape == ref[k].shape, (what, k, got[k].shape, ref[k].shape)
-        err = (got[k] - ref[k]).abs().max().item() if ref[k].numel() else 0.0
-        scale = max(ref[k].abs().max().item() if ref[k].numel() else 0.0, 1e-6)
-        assert err <= tol * scale, f"{what} {k}: max error {err:.3g} > {tol:g} * {scale:.3g}"
-
-
-def _quantized(x, dtype):
-    """x rounded to dtype, back in float64: the reference sees exactly our input."""
-    return x.to(dtype).double()
+_assert_rel_close = assert_rel_close
+_quantized = quantized
 
 
 CONFIGS = [
