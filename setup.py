@@ -135,7 +135,7 @@ def extensions():
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         archs = os.environ["TORCH_CUDA_ARCH_LIST"]
-        defines += [("FUSED_RNN_WITH_CUDA", None), ("FUSED_RNN_CUDA_ARCHS", '"%s"' % archs)]
+        defines += [("FUSED_RNN_WITH_CUDA", None), ("FUSED_RNN_CUDA_ARCHS", '"%s"' % archs.replace(";", " "))]
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
         kwargs["include_dirs"] = nvidia_wheel_dirs("include")
         kwargs["library_dirs"] = nvidia_wheel_dirs("lib")
@@ -164,6 +164,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
+    license_files=["LICENSE"],
     packages=find_packages(include=["fused_rnn", "fused_rnn.*"]),
     ext_modules=extensions(),
     cmdclass=build_ext_cmdclass(),
@@ -175,7 +176,6 @@ setup(
         "Programming Language :: Python :: 3",
         "Programming Language :: C++",
         "Environment :: GPU :: NVIDIA CUDA",
-        "License :: OSI Approved :: BSD License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
     zip_safe=False,

@@ -68,6 +68,16 @@ TORCH_LIBRARY(fused_rnn, m) {
       "gru_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, Tensor hn) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Elman RNN layer (rnn_args.h documents every argument and the saved states);
+  // relu picks act = relu, else tanh. Returns y, h_n and the saved hs.
+  m.def(
+      "rnn_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
+      "Tensor? lengths, bool reverse, bool relu) -> (Tensor, Tensor, Tensor)");
+  // Returns dx, dw_ih, dw_hh, db (shared by b_ih and b_hh; [0] without bias), dh0.
+  m.def(
+      "rnn_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
+      "Tensor? lengths, bool reverse, bool relu, bool has_bias, Tensor hs) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("build_info() -> str", &build_info);
 }
 

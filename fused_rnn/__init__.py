@@ -6,6 +6,8 @@ from .cells import GRUCell, LSTMCell
 from .convert import convert, to_torch
 from .gru import GRU
 from .lstm import LSTM
+from .rnn import RNN
+from .rnn_cell import RNNCell
 
-__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "build_info", "convert", "ops", "to_torch",
-           "__version__"]
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "build_info", "convert", "ops",
+           "to_torch", "__version__"]

@@ -2,7 +2,7 @@
 
 The ops themselves are defined and implemented in C++ (csrc/ops.cpp, csrc/cpu, csrc/cuda).
 Each layer op runs one layer in one direction over the whole sequence; see
-csrc/lstm_args.h and csrc/gru_args.h for every argument's shape.
+csrc/lstm_args.h, csrc/gru_args.h and csrc/rnn_args.h for every argument's shape.
 """
 import torch
 
@@ -164,4 +164,70 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False):
     Returns y [T, B, H], h_n [B, H]. Differentiable in every tensor.
     """
     y, h_n, *_ = _ops.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    return y, h_n
+
+
+# ----------------------------------------------------------------------------- RNN
+
+@torch.library.register_fake("fused_rnn::rnn_forward")
+def _rnn_forward_fake(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu):
+    T, B, _ = x.shape
+    H = w_ih.shape[0]
+    return (
+        x.new_empty((T, B, H)),
+        x.new_empty((B, H)),
+        x.new_empty((T + 1, B, H), dtype=_work_dtype(x)),
+    )
+
+
+@torch.library.register_fake("fused_rnn::rnn_backward")
+def _rnn_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, relu, has_bias, hs):
+    H = w_ih.shape[0]
+    return (
+        torch.empty_like(x),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        x.new_empty((H,) if has_bias else (0,)),
+        torch.empty_like(dh_n),
+    )
+
+
+def _rnn_setup_context(ctx, inputs, output):
+    x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu = inputs
+    ctx.save_for_backward(x, w_ih, w_hh, lengths, output[2])
+    ctx.reverse = reverse
+    ctx.relu = relu
+    ctx.has_bias = b_ih is not None
+
+
+def _rnn_backward(ctx, dy, dh_n, _unused_grad_of_hs):
+    x, w_ih, w_hh, lengths, hs = ctx.saved_tensors
+    T, B, _ = x.shape
+    H = hs.shape[2]
+    dx, dw_ih, dw_hh, db, dh0 = _ops.rnn_backward(
+        _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
+        lengths, ctx.reverse, ctx.relu, ctx.has_bias, hs)
+    db = db if ctx.has_bias else None
+    return dx, dw_ih, dw_hh, db, db, dh0, None, None, None
+
+
+torch.library.register_autograd(
+    "fused_rnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup_context)
+
+_NONLINEARITIES = {"tanh": False, "relu": True}
+
+
+def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, nonlinearity="tanh"):
+    """One Elman RNN layer in one direction over a whole time-major sequence:
+    h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu.
+
+    x [T, B, I]; w_ih [H, I]; w_hh [H, H]; b_ih, b_hh [H] or None; h0 [B, H];
+    lengths: int64 CPU [B] or None (row b stops after lengths[b] steps, keeps its state,
+    and outputs zeros after); reverse runs t = T-1 .. 0; nonlinearity "tanh" or "relu".
+    Returns y [T, B, H], h_n [B, H]. Differentiable in every tensor.
+    """
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+    y, h_n, _ = _ops.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
+                                 _NONLINEARITIES[nonlinearity])
     return y, h_n

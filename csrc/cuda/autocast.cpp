@@ -53,11 +53,27 @@ Tensors5 gru_forward_autocast(const at::Tensor& x, const at::Tensor& w_ih, const
                  reverse);
 }
 
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+Tensors3 rnn_forward_autocast(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                              const OptT& b_ih, const OptT& b_hh, const at::Tensor& h0,
+                              const OptT& lengths, bool reverse, bool relu) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCUDA);
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fused_rnn::rnn_forward", "")
+          .typed<Tensors3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptT&,
+                          const OptT&, const at::Tensor&, const OptT&, bool, bool)>();
+  return op.call(cast(x), cast(w_ih), cast(w_hh), cast(b_ih), cast(b_hh), cast(h0), lengths,
+                 reverse, relu);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_rnn, AutocastCUDA, m) {
   m.impl("lstm_forward", &lstm_forward_autocast);
   m.impl("gru_forward", &gru_forward_autocast);
+  m.impl("rnn_forward", &rnn_forward_autocast);
 }
 
 }  // namespace fused_rnn::cuda

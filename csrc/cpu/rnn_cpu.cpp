@@ -1,0 +1,175 @@
+// CPU implementation of the Elman RNN layer ops (argument layout: rnn_args.h).
+//
+// Forward: one GEMM writes the input projection of every step into y, then per step
+// one GEMM adds h_prev W_hh^T to that step's rows of y and one fused parallel pass
+// turns them into the new state, in place (y is its own pre-activation buffer).
+// Backward walks the steps in reverse with one fused pass and one GEMM per step,
+// then forms dx and every weight gradient as one large GEMM (or sum) over all steps.
+// Nothing is allocated inside the time loops.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "../rnn_args.h"
+#include "../rnn_step.h"
+#include "blas.h"
+#include "layer_util.h"
+#include "pointwise.h"
+
+namespace fused_rnn::cpu {
+namespace {
+
+template <typename S, bool kRelu>
+void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
+                        const S* bias, const int64_t* len, const std::vector<int64_t>& rows,
+                        bool reverse, S* y, S* hs) {
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
+  // y[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
+  gemm<S>(false, true, T * B, H, I, S(1), x, I, w_ih, I, S(0), y, H);
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = reverse ? T - 1 - s : s;
+    S* y_t = y + t * B * H;
+    const S* h_in = hs + slot_in(t, reverse) * B * H;
+    S* h_out = hs + slot_out(t, reverse) * B * H;
+    gemm<S>(false, true, rows[t], H, H, S(1), h_in, H, w_hh, H, S(1), y_t, H);
+    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+      S* y_row = y_t + b * H;
+      if (!row_active(len, b, t)) {
+        if (lo == 0) {  // a finished row keeps its state and outputs zeros
+          copy_row(h_out + b * H, h_in + b * H, H);
+          zero_row(y_row, H);
+        }
+        return;
+      }
+      S* h_row = h_out + b * H;
+      for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
+        rnn_forward_elem<decltype(lane), kRelu>(y_row, bias, h_row, y_row, j);
+      });
+    });
+  }
+}
+
+template <typename S, bool kRelu>
+void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
+                         const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
+                         bool reverse, const S* hs, S* dh, S* da, S* dx, S* dw_ih, S* dw_hh) {
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = reverse ? s : T - 1 - s;  // the forward's order, backwards
+    const S* h_t = hs + slot_out(t, reverse) * B * H;
+    const S* dy_t = dy + t * B * H;
+    S* da_t = da + t * B * H;
+    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+      S* da_row = da_t + b * H;
+      if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
+        if (lo == 0) zero_row(da_row, H);
+        return;
+      }
+      const S* h_row = h_t + b * H;
+      S* dh_row = dh + b * H;
+      const S* dy_row = dy_t + b * H;
+      for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
+        rnn_backward_elem<decltype(lane), kRelu>(h_row, dh_row, dy_row, da_row, j);
+      });
+    });
+    // dL/dh_prev: active rows were zeroed by the pass, finished rows carry theirs.
+    gemm<S>(false, false, rows[t], H, H, S(1), da_t, H, w_hh, H, S(1), dh, H);
+  }
+  const int64_t TB = T * B;
+  gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);
+  gemm<S>(true, false, H, I, TB, S(1), da, H, x, I, S(0), dw_ih, I);
+  const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
+  gemm<S>(true, false, H, H, TB, S(1), da, H, h_prev, H, S(0), dw_hh, H);
+}
+
+// Calls fn(std::integral_constant<bool, relu>) so kernels get the activation as a constant.
+template <typename Fn>
+void with_activation(bool relu, const Fn& fn) {
+  if (relu) {
+    fn(std::true_type());
+  } else {
+    fn(std::false_type());
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
+    const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+    const std::optional<at::Tensor>& b_ih_in, const std::optional<at::Tensor>& b_hh_in,
+    const at::Tensor& h0_in, const std::optional<at::Tensor>& lengths, bool reverse,
+    bool relu) {
+  const char* op = "fused_rnn::rnn_forward";
+  const LayerDims d =
+      check_rnn_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in, h0_in, lengths);
+  const auto dt = work_dtype(x_in);
+  const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
+                   w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
+  std::optional<at::Tensor> bias;
+  if (b_ih_in.has_value() && b_ih_in->defined())
+    bias = (b_ih_in->to(dt) + b_hh_in->to(dt)).contiguous();
+  const auto opts = x.options();
+  const int64_t T = d.T, B = d.B, H = d.H;
+  at::Tensor y = at::empty({T, B, H}, opts);
+  at::Tensor hs = at::empty({T + 1, B, H}, opts);
+  const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
+  hs[first].copy_(h0);
+  const auto rows = rows_active(lengths, T, B);
+  const at::Tensor len = lengths_or_undefined(lengths);
+  AT_DISPATCH_FLOATING_TYPES(dt, "rnn_forward_cpu", [&] {
+    with_activation(relu, [&](auto act) {
+      rnn_forward_kernel<scalar_t, decltype(act)::value>(
+          d, x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+          bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
+          len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse,
+          y.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>());
+    });
+  });
+  const auto out_dt = x_in.scalar_type();
+  return {y.to(out_dt), hs[last].to(out_dt, /*non_blocking=*/false, /*copy=*/true), hs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
+    const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::Tensor& x_in,
+    const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+    const std::optional<at::Tensor>& lengths, bool reverse, bool relu, bool has_bias,
+    const at::Tensor& hs_in) {
+  const char* op = "fused_rnn::rnn_backward";
+  const LayerDims d =
+      check_rnn_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in, lengths, hs_in);
+  const auto dt = work_dtype(x_in);
+  const at::Tensor dy = as_work(dy_in, dt), x = as_work(x_in, dt),
+                   w_ih = as_work(w_ih_in, dt), w_hh = as_work(w_hh_in, dt),
+                   hs = hs_in.contiguous();
+  const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
+  const auto opts = x.options();
+  // The running dL/dh, updated in place step by step (a fresh copy: the caller's
+  // tensor is never written).
+  at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
+  at::Tensor da = at::empty({T, B, H}, opts);
+  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dw_ih = at::empty({H, I}, opts);
+  at::Tensor dw_hh = at::empty({H, H}, opts);
+  const auto rows = rows_active(lengths, T, B);
+  const at::Tensor len = lengths_or_undefined(lengths);
+  AT_DISPATCH_FLOATING_TYPES(dt, "rnn_backward_cpu", [&] {
+    with_activation(relu, [&](auto act) {
+      rnn_backward_kernel<scalar_t, decltype(act)::value>(
+          d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
+          w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
+          reverse, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(),
+          dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>());
+    });
+  });
+  at::Tensor db = has_bias ? da.sum({0, 1}) : at::empty({0}, opts);
+  const auto out_dt = x_in.scalar_type();
+  return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dh.to(out_dt)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_rnn, CPU, m) {
+  m.impl("rnn_forward", &rnn_forward_cpu);
+  m.impl("rnn_backward", &rnn_backward_cpu);
+}
+
+}  // namespace fused_rnn::cpu
