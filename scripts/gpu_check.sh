@@ -109,13 +109,13 @@ if (( BUILT )); then
     printf 'sanitizer\tSKIP (compute-sanitizer not found)\t0\t\n' >> "$OUT_DIR/summary.tsv"
   else
     # memcheck sees every kernel (cuBLAS reading our buffers included); racecheck and
-    # synccheck only ours (shared memory / barriers are what they check, and they are slow).
+    # synccheck only ours (every fused_rnn kernel name holds its namespace "fused_rnn").
     run_stage "sanitizer memcheck" 120 "$OUT_DIR/memcheck.log" \
       "$SAN" --tool memcheck --error-exitcode 1 --leak-check no "$PY" scripts/cuda_sanitize_case.py
     run_stage "sanitizer racecheck" 90 "$OUT_DIR/racecheck.log" \
-      "$SAN" --tool racecheck --error-exitcode 1 --kernel-name regex:lstm "$PY" scripts/cuda_sanitize_case.py
+      "$SAN" --tool racecheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
     run_stage "sanitizer synccheck" 90 "$OUT_DIR/synccheck.log" \
-      "$SAN" --tool synccheck --error-exitcode 1 --kernel-name regex:lstm "$PY" scripts/cuda_sanitize_case.py
+      "$SAN" --tool synccheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
   fi
 fi
 
