@@ -327,3 +327,18 @@ def test_autocast_like_torch_nn():
         assert p.grad.dtype == torch.float32, name
         err = (p.grad - q.grad).abs().max().item()
         assert err <= 2e-2 * q.grad.abs().max().item(), name
+
+
+def test_tf32_setting_is_honoured():
+    """With torch.backends.cuda.matmul.allow_tf32 on, GEMMs may use TF32: still within TF32's
+    precision of the float64 reference; with it off (the fixture), within 1e-4."""
+    cfg = dict(input_size=64, hidden_size=64, num_layers=2)
+    ref, ours = _make(cfg)
+    x, h0, c0, lengths = _data(cfg, 8, 16)
+    want = _run(ref.double(), "seq", x, h0, c0, lengths, "cpu", torch.float64)
+    ours = ours.to(CUDA)
+    _assert_rel_close(_run(ours, "seq", x, h0, c0, lengths, CUDA, torch.float32), want,
+                      TOL[torch.float32], "TF32 off")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    _assert_rel_close(_run(ours, "seq", x, h0, c0, lengths, CUDA, torch.float32), want, 1e-2,
+                      "TF32 on")
