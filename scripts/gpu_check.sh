@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One-command GPU verification of fused_rnn, for a machine with an NVIDIA GPU and no
-# network: builds the extension for the local GPU arch, runs the CUDA tests, runs
-# compute-sanitizer (memcheck, racecheck, synccheck) over a small CUDA workload, runs the
-# benchmark against cuDNN, and writes every log plus a results table to the output folder.
+# network: builds the extension for the local GPU arch, runs the CUDA tests, runs the
+# benchmark against cuDNN, runs compute-sanitizer (memcheck, racecheck, synccheck) over a
+# small CUDA workload, and writes every log plus a results table to the output folder.
 #
 #   scripts/gpu_check.sh [OUT_DIR]      (default: $OUT, else ./gpu_check_out)
 #
-# Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S (total seconds, default 560:
+# Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S (total seconds, default 570:
 # each stage gets what is left, so the whole run ends within ~10 minutes), MAX_JOBS.
 # The summary table is printed last; the exit status is non-zero if any stage failed.
 set -u
@@ -15,7 +15,7 @@ OUT_DIR="${1:-${OUT:-$PWD/gpu_check_out}}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 PY="${PYTHON:-python3}"
-BUDGET="${GPU_CHECK_BUDGET_S:-560}"
+BUDGET="${GPU_CHECK_BUDGET_S:-570}"
 START=$(date +%s)
 RESULTS="$OUT_DIR/results.md"
 : > "$OUT_DIR/summary.tsv"
@@ -75,7 +75,7 @@ fi
 
 # -------------------------------------------------------------------------------- build
 if [ -n "$ARCH" ]; then
-  run_stage "build (sm_${ARCH/./})" 300 "$OUT_DIR/build.log" \
+  run_stage "build (sm_${ARCH/./})" 240 "$OUT_DIR/build.log" \
     env TORCH_CUDA_ARCH_LIST="$ARCH" FUSED_RNN_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
     "$PY" setup.py build_ext --inplace
   "$PY" -c "import fused_rnn; print(fused_rnn.build_info())" >> "$OUT_DIR/build.log" 2>&1
@@ -87,13 +87,25 @@ grep -q "^build.*PASS" "$OUT_DIR/summary.tsv" && BUILT=1
 if (( BUILT )); then
   CUDA_TESTS=$(ls tests/test_cuda*.py 2>/dev/null | tr '\n' ' ')
   if "$PY" -c "import pytest" 2>/dev/null; then
-    run_stage "tests (CUDA)" 200 "$OUT_DIR/tests.log" \
+    run_stage "tests (CUDA)" 180 "$OUT_DIR/tests.log" \
       "$PY" -m pytest -q -ra -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml" $CUDA_TESTS
   else
     echo "pytest is not installed: running the CUDA tests with scripts/mini_pytest.py" \
       | tee -a "$OUT_DIR/gpu_check.log"
-    run_stage "tests (CUDA, mini runner)" 200 "$OUT_DIR/tests.log" \
+    run_stage "tests (CUDA, mini runner)" 180 "$OUT_DIR/tests.log" \
       "$PY" scripts/mini_pytest.py $CUDA_TESTS
+  fi
+fi
+
+# ---------------------------------------------------------------------------- benchmark
+if (( BUILT )); then
+  if "$PY" -c "import fused_rnn.bench" 2>/dev/null; then
+    run_stage "bench vs cuDNN" 120 "$OUT_DIR/bench.log" \
+      "$PY" -m fused_rnn.bench --device cuda --suite quick --json "$OUT_DIR/bench.json" \
+      --csv "$OUT_DIR/bench.csv" --markdown "$OUT_DIR/bench.md"
+  else
+    echo "fused_rnn.bench is missing from this tree: no benchmark run" > "$OUT_DIR/bench.log"
+    printf 'bench vs cuDNN\tSKIP (fused_rnn.bench not in this tree)\t0\t\n' >> "$OUT_DIR/summary.tsv"
   fi
 fi
 
@@ -110,24 +122,12 @@ if (( BUILT )); then
   else
     # memcheck sees every kernel (cuBLAS reading our buffers included); racecheck and
     # synccheck only ours (every fused_rnn kernel name holds its namespace "fused_rnn").
-    run_stage "sanitizer memcheck" 120 "$OUT_DIR/memcheck.log" \
-      "$SAN" --tool memcheck --error-exitcode 1 --leak-check no "$PY" scripts/cuda_sanitize_case.py
-    run_stage "sanitizer racecheck" 90 "$OUT_DIR/racecheck.log" \
-      "$SAN" --tool racecheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
-    run_stage "sanitizer synccheck" 90 "$OUT_DIR/synccheck.log" \
-      "$SAN" --tool synccheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
-  fi
-fi
-
-# ---------------------------------------------------------------------------- benchmark
-if (( BUILT )); then
-  if "$PY" -c "import fused_rnn.bench" 2>/dev/null; then
-    run_stage "bench vs cuDNN" 150 "$OUT_DIR/bench.log" \
-      "$PY" -m fused_rnn.bench --device cuda --suite quick --json "$OUT_DIR/bench.json" \
-      --csv "$OUT_DIR/bench.csv" --markdown "$OUT_DIR/bench.md"
-  else
-    echo "fused_rnn.bench is missing from this tree: no benchmark run" > "$OUT_DIR/bench.log"
-    printf 'bench vs cuDNN\tSKIP (fused_rnn.bench not in this tree)\t0\t\n' >> "$OUT_DIR/summary.tsv"
+    run_stage "sanitizer memcheck" 100 "$OUT_DIR/memcheck.log" \
+      env CUDA_MODULE_LOADING=LAZY "$SAN" --tool memcheck --error-exitcode 1 --leak-check no "$PY" scripts/cuda_sanitize_case.py
+    run_stage "sanitizer racecheck" 60 "$OUT_DIR/racecheck.log" \
+      env CUDA_MODULE_LOADING=LAZY "$SAN" --tool racecheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
+    run_stage "sanitizer synccheck" 60 "$OUT_DIR/synccheck.log" \
+      env CUDA_MODULE_LOADING=LAZY "$SAN" --tool synccheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
   fi
 fi
 
