@@ -7,6 +7,7 @@ torch's own.
 """
 import torch
 
+from ._extension import check_device
 from .ops import gru_layer, lstm_layer
 
 
@@ -27,6 +28,7 @@ class _FusedCellBase(torch.nn.RNNCellBase):
         if input.dtype != w.dtype or input.device != w.device:
             raise RuntimeError(f"{name}: input ({input.dtype}, {input.device}) must have the "
                                f"weights' dtype and device ({w.dtype}, {w.device})")
+        check_device(name, input.device)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         B = x.shape[0]

@@ -25,6 +25,13 @@ def _zeros_if_none(grad, x, shape):
     return x.new_zeros(shape) if grad is None else grad.contiguous()
 
 
+def _dense_like(t):
+    # The kernels return contiguous tensors whatever the strides of their inputs; so must
+    # the fakes (empty_like would copy a transposed x's strides, and compiled graphs then
+    # view the real, contiguous gradient with the wrong strides).
+    return t.new_empty(t.shape)
+
+
 def _undefined_if_empty(t):
     return None if t.numel() == 0 else t
 
@@ -53,13 +60,13 @@ def _lstm_backward_fake(dy, dh_n, dc_n, x, w_ih, w_hh, w_hr, lengths, reverse, h
                         gates, hs, cs, h_raw):
     H = w_ih.shape[0] // 4
     return (
-        torch.empty_like(x),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
+        _dense_like(x),
+        _dense_like(w_ih),
+        _dense_like(w_hh),
         x.new_empty((4 * H,) if has_bias else (0,)),
-        torch.empty_like(w_hr) if w_hr is not None else x.new_empty((0,)),
-        torch.empty_like(dh_n),
-        torch.empty_like(dc_n),
+        _dense_like(w_hr) if w_hr is not None else x.new_empty((0,)),
+        _dense_like(dh_n),
+        _dense_like(dc_n),
     )
 
 
@@ -122,12 +129,12 @@ def _gru_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, has_bias, gate
     H = w_ih.shape[0] // 3
     bias_shape = (3 * H,) if has_bias else (0,)
     return (
-        torch.empty_like(x),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
+        _dense_like(x),
+        _dense_like(w_ih),
+        _dense_like(w_hh),
         x.new_empty(bias_shape),
         x.new_empty(bias_shape),
-        torch.empty_like(dh_n),
+        _dense_like(dh_n),
     )
 
 

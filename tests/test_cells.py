@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fused_rnn
-from _parity import TOL, assert_parity, twin
+from _parity import assert_same, twin
 
 B, I, H = 3, 4, 11
 
@@ -14,14 +14,7 @@ CELLS = {"LSTMCell": (torch.nn.LSTMCell, fused_rnn.LSTMCell, 2),
 def make_pair(kind, dtype, bias=True):
     ref_cls, our_cls, _ = CELLS[kind]
     torch.manual_seed(0)
-    ref = ref_cls(I, H, bias=bias, dtype=dtype)
-    return ref, twin(ref, our_cls, input_size=I, hidden_size=H, bias=bias, dtype=dtype)
-
-
-def state_arg(kind, states):
-    if not states:
-        return ()
-    return (tuple(states),) if kind == "LSTMCell" else (states[0],)
+    return twin(ref_cls, our_cls, dtype=dtype, input_size=I, hidden_size=H, bias=bias)
 
 
 @pytest.mark.parametrize("kind", list(CELLS))
@@ -34,13 +27,13 @@ def test_cell_parity(kind, dtype, batched, with_state, bias):
     n_states = CELLS[kind][2]
     shape = (B,) if batched else ()
     gen = torch.Generator().manual_seed(1)
-    leaves = [torch.randn(*shape, I, generator=gen, dtype=dtype)]
+    x = torch.randn(*shape, I, generator=gen, dtype=dtype)
+    hx = None
     if with_state:
-        leaves += [torch.randn(*shape, H, generator=gen, dtype=dtype) for _ in range(n_states)]
-
-    def build(x, *states):
-        return (x, *state_arg(kind, states))
-    assert_parity(ref, ours, build, leaves, TOL[dtype])
+        states = tuple(torch.randn(*shape, H, generator=gen, dtype=dtype)
+                       for _ in range(n_states))
+        hx = states if kind == "LSTMCell" else states[0]
+    assert_same(ref, ours, x, hx, dtype)
 
 
 class Unrolled(torch.nn.Module):
@@ -63,7 +56,7 @@ class Unrolled(torch.nn.Module):
 def test_unrolled_cell_gradients_through_state(kind):
     ref, ours = make_pair(kind, torch.float64)
     xs = torch.randn(6, B, I, dtype=torch.float64)
-    assert_parity(Unrolled(ref), Unrolled(ours), lambda *a: a, [xs], TOL[torch.float64])
+    assert_same(Unrolled(ref), Unrolled(ours), xs, None, torch.float64)
 
 
 @pytest.mark.parametrize("kind", list(CELLS))
@@ -89,7 +82,7 @@ def test_compile_fullgraph(kind):
     ref, ours = make_pair(kind, torch.float32)
     xs = torch.randn(3, B, I)
     compiled = torch.compile(Unrolled(ours), fullgraph=True, backend="aot_eager")
-    assert_parity(Unrolled(ref), compiled, lambda *a: a, [xs], 1e-5)
+    assert_same(Unrolled(ref), compiled, xs, None, torch.float32)
 
 
 def test_bad_inputs():
@@ -99,7 +92,7 @@ def test_bad_inputs():
         gru(torch.randn(1, B, I))
     with pytest.raises(RuntimeError, match="GRUCell: input has inconsistent input_size"):
         gru(torch.randn(B, I + 1))
-    with pytest.raises(RuntimeError, match="GRUCell: Expected hx size \\[3, 11\\], got \\[2, 11\\]"):
+    with pytest.raises(RuntimeError, match="GRUCell: Expected hx size \\[3, 11\\], got \\[2"):
         gru(x, torch.randn(2, H))
     with pytest.raises(ValueError, match="GRUCell: for 2D input, hx must be 2D"):
         gru(x, torch.randn(H))

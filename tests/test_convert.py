@@ -4,7 +4,7 @@ import copy
 import torch
 
 import fused_rnn
-from _parity import assert_parity
+from _parity import assert_same
 
 
 class Mixed(torch.nn.Module):
@@ -53,7 +53,7 @@ def test_convert_keeps_outputs_gradients_and_parameters():
         assert p is params_before[name]
     assert model.lstm.batch_first and model.lstm.bidirectional and model.lstm.num_layers == 2
     x = torch.randn(3, 5, 4, dtype=torch.float64)
-    assert_parity(ref, model, lambda *a: a, [x], 1e-10)
+    assert_same(ref, model, x, None, torch.float64)
 
 
 def test_round_trip_to_torch():
@@ -63,7 +63,7 @@ def test_round_trip_to_torch():
     assert type(model.lstm) is torch.nn.LSTM and type(model.gru_cell) is torch.nn.GRUCell
     assert type(model.blocks[0]) is torch.nn.GRU
     x = torch.randn(2, 4, 4)
-    assert_parity(ref, model, lambda *a: a, [x], 1e-5)
+    assert_same(ref, model, x, None, torch.float32)
     assert list(model.state_dict()) == list(ref.state_dict())
 
 
@@ -96,3 +96,19 @@ def test_converted_module_is_independent_of_the_original():
     fused = fused_rnn.convert(gru)
     fused.extra = torch.nn.Linear(1, 1)
     assert "extra" not in gru._modules
+
+
+def test_converted_model_compiles_fullgraph():
+    torch.manual_seed(0)
+    ref = Mixed(torch.float32)
+    model = fused_rnn.convert(copy.deepcopy(ref))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert_same(ref, compiled, torch.randn(2, 4, 4), None, torch.float32)
+
+
+def test_keeps_device():
+    model = torch.nn.Sequential(torch.nn.GRU(3, 4, device="meta"),
+                                torch.nn.LSTMCell(4, 2, device="meta"))
+    fused_rnn.convert(model)
+    assert type(model[0]) is fused_rnn.GRU and type(model[1]) is fused_rnn.LSTMCell
+    assert all(p.device.type == "meta" for p in model.parameters())

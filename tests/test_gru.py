@@ -4,7 +4,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_rnn
-from _parity import TOL, assert_parity, twin
+from _parity import assert_same, twin
 
 T, B, I, H = 5, 3, 4, 11  # H = 11: full SIMD vectors plus a scalar tail in float32 and float64
 LENGTHS = [5, 2, 4]  # unsorted; row 1 stops early
@@ -13,30 +13,26 @@ ops = torch.ops.fused_rnn
 
 
 def make_pair(dtype, seed=0, **kwargs):
-    kwargs = dict(dict(input_size=I, hidden_size=H), **kwargs)
     torch.manual_seed(seed)
-    ref = torch.nn.GRU(**kwargs, dtype=dtype)
-    return ref, twin(ref, fused_rnn.GRU, **kwargs, dtype=dtype)
+    return twin(torch.nn.GRU, fused_rnn.GRU, dtype=dtype, **dict(input_size=I, hidden_size=H),
+                **kwargs)
 
 
 def inputs(form, dtype, D_L, with_h0):
-    """(build, leaves) for one input form; build(*leaves) → module args."""
+    """(input, h0 or None) in one of the input forms torch.nn.GRU accepts."""
     gen = torch.Generator().manual_seed(1)
     rnd = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
     unbatched = form == "unbatched"
     x = rnd(T, I) if unbatched else (rnd(B, T, I) if form == "batch_first" else rnd(T, B, I))
-    leaves = [x]
+    h0 = None
     if with_h0:
-        leaves.append(rnd(D_L, H) if unbatched else rnd(D_L, B, H))
-    lengths = torch.tensor(LENGTHS)
+        h0 = rnd(D_L, H) if unbatched else rnd(D_L, B, H)
     if form.startswith("packed"):
         sort = form == "packed_sorted"
-        lens = lengths.sort(descending=True).values if sort else lengths
-
-        def build(x, *h0):
-            return (pack_padded_sequence(x, lens, enforce_sorted=sort), *h0)
-        return build, leaves
-    return (lambda *a: a), leaves
+        lengths = torch.tensor(LENGTHS)
+        lengths = lengths.sort(descending=True).values if sort else lengths
+        x = pack_padded_sequence(x, lengths, enforce_sorted=sort)
+    return x, h0
 
 
 FORMS = ["seq", "batch_first", "unbatched", "packed_sorted", "packed_unsorted"]
@@ -50,43 +46,80 @@ def test_module_parity(dtype, form, num_layers, bidirectional, with_h0):
     ref, ours = make_pair(dtype, num_layers=num_layers, bidirectional=bidirectional,
                           batch_first=form == "batch_first")
     D_L = num_layers * (2 if bidirectional else 1)
-    build, leaves = inputs(form, dtype, D_L, with_h0)
-    assert_parity(ref, ours, build, leaves, TOL[dtype])
+    assert_same(ref, ours, *inputs(form, dtype, D_L, with_h0), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("T_,B_,I_,H_", [(1, 1, 4, 11), (1, 4, 4, 11), (6, 1, 4, 11),
+                                          (4, 5, 17, 33), (3, 2, 3, 1)])
+def test_module_parity_shapes(dtype, T_, B_, I_, H_):
+    torch.manual_seed(0)
+    ref, ours = twin(torch.nn.GRU, fused_rnn.GRU, dtype=dtype, input_size=I_, hidden_size=H_,
+                     num_layers=2, bidirectional=True)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(T_, B_, I_, generator=gen, dtype=dtype)
+    h0 = torch.randn(4, B_, H_, generator=gen, dtype=dtype)
+    assert_same(ref, ours, x, h0, dtype)
 
 
 @pytest.mark.parametrize("form", ["seq", "packed_unsorted"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_module_parity_without_bias(form, bidirectional):
     ref, ours = make_pair(torch.float64, bias=False, num_layers=2, bidirectional=bidirectional)
-    build, leaves = inputs(form, torch.float64, 2 * (2 if bidirectional else 1), True)
-    assert_parity(ref, ours, build, leaves, TOL[torch.float64])
+    assert_same(ref, ours, *inputs(form, torch.float64, 2 * (2 if bidirectional else 1), True),
+                torch.float64)
 
 
-def test_dropout_eval_parity_and_training_effect():
-    ref, ours = make_pair(torch.float64, num_layers=2, dropout=0.5)
+def test_dropout_matches_torch_masks():
+    """In training mode dropout is applied between layers; with the same seed torch's CPU
+    GRU and ours draw the same masks (outputs and gradients agree)."""
+    ref, ours = make_pair(torch.float64, num_layers=2, dropout=0.5, bidirectional=True)
+    x, h0 = inputs("seq", torch.float64, 4, True)
+    torch.manual_seed(11)
+    y_ref, _ = ref(x)
+    torch.manual_seed(11)
+    y_ours, _ = ours(x)
+    torch.testing.assert_close(y_ours, y_ref, atol=1e-10, rtol=1e-10)
+    torch.manual_seed(12)
+    assert not torch.allclose(ours(x)[0], y_ours)  # a fresh mask
+    torch.manual_seed(5)
+    ref_grads = torch.autograd.grad(ref(x, h0)[0].sum(), list(ref.parameters()))
+    torch.manual_seed(5)
+    our_grads = torch.autograd.grad(ours(x, h0)[0].sum(), list(ours.parameters()))
+    for a, b in zip(ref_grads, our_grads):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)
     ref.eval(), ours.eval()
-    build, leaves = inputs("seq", torch.float64, 2, True)
-    assert_parity(ref, ours, build, leaves, TOL[torch.float64])
-    x = leaves[0]
-    ours.train()
-    y_eval = ours.eval()(x)[0]
-    ours.train()
-    torch.manual_seed(0)
-    y_a = ours(x)[0]
-    torch.manual_seed(1)
-    y_b = ours(x)[0]
-    assert not torch.allclose(y_a, y_eval) and not torch.allclose(y_a, y_b)
-    torch.manual_seed(0)
-    torch.testing.assert_close(ours(x)[0], y_a)  # dropout follows torch's RNG
+    assert_same(ref, ours, x, h0, torch.float64)
+
+
+def test_backward_does_not_overwrite_saved_tensors():
+    """Two backward passes through one graph (retain_graph) give the same gradients."""
+    ours = fused_rnn.GRU(I, H, num_layers=2).double()
+    x = torch.randn(6, 2, I, dtype=torch.float64, requires_grad=True)
+    y, h = ours(x)
+    g1 = torch.autograd.grad(y.sum() + h.sum(), x, retain_graph=True)[0]
+    g2 = torch.autograd.grad(y.sum() + h.sum(), x)[0]
+    assert torch.equal(g1, g2)
 
 
 def test_long_sequence_and_wide_hidden_float32():
     # Several full vectors per row and a long recurrence: errors must not accumulate.
     torch.manual_seed(0)
-    ref = torch.nn.GRU(8, 70, batch_first=True)
-    ours = twin(ref, fused_rnn.GRU, input_size=8, hidden_size=70, batch_first=True)
-    x = torch.randn(4, 60, 8)
-    assert_parity(ref, ours, lambda *a: a, [x], 1e-5)
+    ref, ours = twin(torch.nn.GRU, fused_rnn.GRU, dtype=torch.float32, input_size=8,
+                     hidden_size=70, batch_first=True)
+    assert_same(ref, ours, torch.randn(3, 40, 8), None, torch.float32)
+
+
+def test_rows_split_across_threads_with_lengths():
+    # B * (H / 256-lane pieces) above parallel_rows' grain: the pointwise passes run in
+    # parallel pieces (when torch has more than one thread), finished rows included.
+    torch.manual_seed(0)
+    ref, ours = twin(torch.nn.GRU, fused_rnn.GRU, dtype=torch.float64, input_size=8,
+                     hidden_size=300, bidirectional=True)
+    lengths = torch.tensor([4, 1, 3, 4, 2])  # 5 rows x 2 pieces of 300 lanes
+    x = pack_padded_sequence(torch.randn(4, 5, 8, dtype=torch.float64), lengths,
+                             enforce_sorted=False)
+    assert_same(ref, ours, x, None, torch.float64)
 
 
 def test_state_dict_both_ways_and_init():
@@ -111,7 +144,8 @@ def test_proj_size_rejected_like_torch():
 def test_empty_sequence_keeps_h0():
     # T = 0 does not reach the ops through the module (torch rejects it), but the op keeps h0.
     x = torch.randn(0, B, I, dtype=torch.float64)
-    w_ih, w_hh = torch.randn(3 * H, I, dtype=torch.float64), torch.randn(3 * H, H, dtype=torch.float64)
+    w_ih = torch.randn(3 * H, I, dtype=torch.float64)
+    w_hh = torch.randn(3 * H, H, dtype=torch.float64)
     h0 = torch.randn(B, H, dtype=torch.float64)
     y, h_n = fused_rnn.ops.gru_layer(x, w_ih, w_hh, None, None, h0)
     assert y.shape == (0, B, H)
@@ -135,7 +169,9 @@ def test_bfloat16_close_to_float32():
 def op_args(dtype=torch.float64, bias=True, lengths=None, reverse=False, requires_grad=False):
     gen = torch.Generator().manual_seed(2)
     h = 5
-    rnd = lambda *s: torch.randn(*s, generator=gen, dtype=dtype).requires_grad_(requires_grad)  # noqa: E731
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_(requires_grad)
     b = (rnd(3 * h), rnd(3 * h)) if bias else (None, None)
     return [rnd(4, 3, 2), rnd(3 * h, 2), rnd(3 * h, h), *b, rnd(3, h), lengths, reverse]
 
@@ -167,6 +203,22 @@ def test_opcheck(reverse, lengths, dtype):
                            reverse, True, gates, hs, hn])
 
 
+def test_opcheck_noncontiguous_inputs():
+    # A batch_first module hands the op a transposed x: the fakes must describe the kernels'
+    # (contiguous) outputs, not copy the input's strides.
+    args = op_args(requires_grad=True)
+    x = args[0].detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    w_ih = args[1].detach().t().contiguous().t().requires_grad_()
+    assert not x.is_contiguous() and not w_ih.is_contiguous()
+    args[0], args[1] = x, w_ih
+    torch.library.opcheck(ops.gru_forward.default, args)
+    with torch.no_grad():
+        y, h_n, gates, hs, hn = ops.gru_forward(*args)
+    torch.library.opcheck(ops.gru_backward.default,
+                          [torch.randn_like(y), torch.randn_like(h_n), x.detach(), w_ih.detach(),
+                           args[2].detach(), None, False, True, gates, hs, hn])
+
+
 def test_finished_rows_keep_state_and_output_zeros():
     lengths = torch.tensor([4, 1, 0])
     for reverse in (False, True):
@@ -186,7 +238,7 @@ def test_compile_fullgraph():
     x = torch.randn(B, T, I)
     h0 = torch.randn(4, B, H)
     compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
-    assert_parity(ref, compiled, lambda *a: a, [x, h0], 1e-5)
+    assert_same(ref, compiled, x, h0, torch.float32)
 
 
 # ----------------------------------------------------------------------------- bad inputs
