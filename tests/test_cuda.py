@@ -240,9 +240,9 @@ def test_runs_on_the_current_stream():
     ours = ours.to(CUDA)
     x = torch.randn(20, 4, 8, device=CUDA)
     want, (wh, wc) = ours(x)
+    buf = torch.zeros_like(x)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    buf = torch.zeros_like(x)
     with torch.cuda.stream(side):
         torch.cuda._sleep(50_000_000)
         buf.copy_(x)
