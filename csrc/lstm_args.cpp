@@ -69,12 +69,18 @@ LayerDims check_lstm_backward_args(const char* op, const at::Tensor& dy, const a
   check_shape(op, "w_ih", w_ih, {4 * d.H, d.I}, "[4*hidden_size, input_size]");
   check_shape(op, "w_hh", w_hh, {4 * d.H, d.P}, "[4*hidden_size, state size]");
   if (proj) check_shape(op, "w_hr", *w_hr, {d.P, d.H}, "[proj_size, hidden_size]");
-  // The saved tensors are float32 when x is bfloat16 (the CPU computes in float32).
-  const at::ScalarType work = x.scalar_type() == at::kBFloat16 && x.is_cpu()
-                                  ? at::kFloat : x.scalar_type();
+  // The saved tensors are float32 when x is bfloat16 on the CPU (which computes in
+  // float32); the saved cell states are float32 for any float16/bfloat16 x (the GPU
+  // keeps gates and h in the input dtype but the cell state in float32).
+  const at::ScalarType xt = x.scalar_type();
+  const at::ScalarType work = xt == at::kBFloat16 && x.is_cpu() ? at::kFloat : xt;
+  const at::ScalarType cell = xt == at::kBFloat16 || xt == at::kHalf ? at::kFloat : xt;
   for (const at::Tensor* t : {&gates, &hs, &cs, &h_raw}) {
-    TORCH_CHECK(t->scalar_type() == work && t->device() == x.device(), op,
-                ": saved tensors must be ", work, " on ", x.device());
+    const at::ScalarType want = t == &cs ? cell : work;
+    TORCH_CHECK(t->scalar_type() == want && t->device() == x.device(), op, ": saved tensor ",
+                t == &gates ? "gates" : t == &hs ? "hs" : t == &cs ? "cs" : "h_raw",
+                " must be ", want, " on ", x.device(), ", got ", t->scalar_type(), " on ",
+                t->device());
   }
   check_shape(op, "gates", gates, {d.T, d.B, 4 * d.H}, "saved [T, B, 4*hidden_size]");
   check_shape(op, "hs", hs, {d.T + 1, d.B, d.P}, "saved [T+1, B, state size]");

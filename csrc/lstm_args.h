@@ -15,7 +15,7 @@
 // Saved for backward by the forward (indexed by time t, not by processing order):
 //   gates   [T, B, 4H]  activations i, f, g, o
 //   hs      [T+1, B, P] states: step t reads hs[t + reverse] and writes hs[t + 1 - reverse]
-//   cs      [T+1, B, H] cell states, indexed as hs
+//   cs      [T+1, B, H] cell states, indexed as hs (float32 for float16/bfloat16 x)
 //   h_raw   [T, B, H]   o * tanh(c) before the projection ([0] without projection)
 #pragma once
 

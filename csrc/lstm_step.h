@@ -8,7 +8,10 @@
 //   h = o * tanh(c)
 //
 // V is the value type computed in (a scalar on the GPU, a SIMD vector or a scalar
-// on the CPU); T is the storage type. With a vector V, j is the first of its lanes.
+// on the CPU); T is the storage type of gates and states. C stores what must stay in
+// full precision when T is half or bfloat16 on the GPU: the bias, the cell state and
+// the running state gradients (C = T on the CPU and for float32/float64; both are
+// deduced from the pointers). With a vector V, j is the first of its lanes.
 #pragma once
 
 #include "cell_math.h"
@@ -16,15 +19,15 @@
 namespace fused_rnn {
 
 // pre:    [4H] a = x W_ih^T + h_prev W_hh^T for this row (biases not yet added)
-// bias:   [4H] b_ih + b_hh, or nullptr
-// c_prev: [H]
+// bias:   [4H] b_ih + b_hh, or nullptr (type C)
+// c_prev: [H]  (type C)
 // act:    [4H] out: i, f, g, o (saved for backward; may alias pre)
-// c:      [H]  out: new cell state
+// c:      [H]  out: new cell state (type C)
 // h:      [H]  out: new hidden state
 // y:      [H]  out: a second copy of h (the layer output), or nullptr
-template <typename V, typename T>
-FR_HD void lstm_forward_elem(const T* pre, const T* bias, const T* c_prev, T* act,
-                             T* c, T* h, T* y, int64_t j, int64_t H) {
+template <typename V, typename T, typename C>
+FR_HD void lstm_forward_elem(const T* pre, const C* bias, const C* c_prev, T* act,
+                             C* c, T* h, T* y, int64_t j, int64_t H) {
   using O = VecOps<V>;
   V a_i = O::load(pre + j);
   V a_f = O::load(pre + H + j);
@@ -53,19 +56,19 @@ FR_HD void lstm_forward_elem(const T* pre, const T* bias, const T* c_prev, T* ac
 
 // Backward through one step, given the saved activations.
 // act:    [4H] i, f, g, o from the forward
-// c_prev: [H]  cell state fed into the step;  c: [H] cell state it produced
-// dh:     [H]  in: dL/dh (from later steps); out: zeroed (it has been consumed)
+// c_prev: [H]  cell state fed into the step;  c: [H] cell state it produced (type C)
+// dh:     [H]  in: dL/dh (from later steps); out: zeroed (it has been consumed) (type C)
 // dy:     [H]  dL/dy of this step's output, added to dh, or nullptr
-// dc:     [H]  in: dL/dc (from later steps); out: dL/dc_prev
+// dc:     [H]  in: dL/dc (from later steps); out: dL/dc_prev (type C)
 // da:     [4H] out: dL/da, the gradient of the gate pre-activations
 //
 //   dc_tot = dc + dh * o * (1 - tanh(c)^2)
 //   da_i = dc_tot * g * i(1-i)      da_f = dc_tot * c_prev * f(1-f)
 //   da_g = dc_tot * i * (1-g^2)     da_o = dh * tanh(c) * o(1-o)
 //   dc_prev = dc_tot * f
-template <typename V, typename T>
-FR_HD void lstm_backward_elem(const T* act, const T* c_prev, const T* c, T* dh,
-                              const T* dy, T* dc, T* da, int64_t j, int64_t H) {
+template <typename V, typename T, typename C>
+FR_HD void lstm_backward_elem(const T* act, const C* c_prev, const C* c, C* dh,
+                              const T* dy, C* dc, T* da, int64_t j, int64_t H) {
   using O = VecOps<V>;
   const V i = O::load(act + j);
   const V f = O::load(act + H + j);

@@ -1,4 +1,4 @@
-"""fused_rnn: fused LSTM and GRU kernels for PyTorch, as drop-in torch.nn modules."""
+"""fused_rnn: fused LSTM, GRU and RNN kernels for PyTorch, as drop-in torch.nn modules."""
 from ._extension import build_info
 from ._version import __version__
 from . import ops

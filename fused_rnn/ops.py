@@ -16,6 +16,11 @@ def _work_dtype(x):
     return torch.float32 if x.dtype == torch.bfloat16 and x.device.type == "cpu" else x.dtype
 
 
+def _cell_dtype(x):
+    # The saved cell states stay float32 for half-precision inputs on every device.
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
 def _zeros_if_none(grad, x, shape):
     return x.new_zeros(shape) if grad is None else grad.contiguous()
 
@@ -45,7 +50,7 @@ def _lstm_forward_fake(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse
         x.new_empty((B, H)),
         x.new_empty((T, B, 4 * H), dtype=work),
         x.new_empty((T + 1, B, P), dtype=work),
-        x.new_empty((T + 1, B, H), dtype=work),
+        x.new_empty((T + 1, B, H), dtype=_cell_dtype(x)),
         x.new_empty((T, B, H) if w_hr is not None else (0,), dtype=work),
     )
 

@@ -74,7 +74,9 @@ class FusedRNNBase(torch.nn.RNNBase):
 
     def _check_weights(self, x):
         w = self.weight_ih_l0
-        if x.dtype != w.dtype:
+        # Under autocast the ops cast their arguments themselves (as torch.nn's do).
+        autocast = x.is_cuda and torch.is_autocast_enabled("cuda")
+        if x.dtype != w.dtype and not autocast:
             raise ValueError(f"{type(self).__name__}: input dtype ({x.dtype}) does not match weight "
                              f"dtype ({w.dtype}). Convert input: input.to({w.dtype}), or convert "
                              f"model: model.to({x.dtype})")

@@ -1,0 +1,54 @@
+// What the CUDA layer ops of every cell share: where a step reads and writes its state,
+// which rows are still running, dtype dispatch and the device copy of lengths.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace fused_rnn::cuda {
+
+// Where step t reads its state from and writes it to (see lstm_args.h, gru_args.h).
+inline int64_t slot_in(int64_t t, bool reverse) { return reverse ? t + 1 : t; }
+inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
+
+__device__ __forceinline__ bool row_active(const int64_t* len, int64_t b, int64_t t) {
+  return len == nullptr || len[b] > t;
+}
+
+// Grid-stride loop over [0, n).
+#define FR_KERNEL_LOOP(idx, n)                                                          \
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;       \
+       idx < (n); idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+// Float32 keeps what float16/bfloat16 cannot: the LSTM cell state, bias and state
+// gradients.
+inline at::ScalarType cell_dtype(at::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
+}
+
+// Calls fn(T{}, C{}) with the storage type T of dtype t and the type C = cell_dtype(t).
+template <typename Fn>
+void dispatch_types(const char* op, at::ScalarType t, const Fn& fn) {
+  switch (t) {
+    case at::kFloat: fn(float{}, float{}); break;
+    case at::kDouble: fn(double{}, double{}); break;
+    case at::kHalf: fn(at::Half{}, float{}); break;
+    case at::kBFloat16: fn(at::BFloat16{}, float{}); break;
+    default: TORCH_CHECK(false, op, ": unsupported dtype ", t);
+  }
+}
+
+// lengths (CPU) copied to the device once per call, before any kernel reads it.
+inline at::Tensor lengths_on(const std::optional<at::Tensor>& lengths, const at::Device& dev) {
+  if (!lengths.has_value() || !lengths->defined()) return at::Tensor();
+  return lengths->to(at::TensorOptions().device(dev), /*non_blocking=*/false, /*copy=*/true)
+      .contiguous();
+}
+
+}  // namespace fused_rnn::cuda

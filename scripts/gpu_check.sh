@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# One-command GPU verification of fused_rnn, for a machine with an NVIDIA GPU and no
+# network: builds the extension for the local GPU arch, runs the CUDA tests, runs the
+# benchmark against cuDNN, runs compute-sanitizer (memcheck, racecheck, synccheck) over a
+# small CUDA workload, and writes every log plus a results table to the output folder.
+#
+#   scripts/gpu_check.sh [OUT_DIR]      (default: $OUT, else ./gpu_check_out)
+#
+# Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S (total seconds, default 570:
+# each stage gets what is left, so the whole run ends within ~10 minutes), MAX_JOBS.
+# The summary table is printed last; the exit status is non-zero if any stage failed.
+set -u
+cd "$(dirname "$0")/.."
+OUT_DIR="${1:-${OUT:-$PWD/gpu_check_out}}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+PY="${PYTHON:-python3}"
+BUDGET="${GPU_CHECK_BUDGET_S:-570}"
+START=$(date +%s)
+RESULTS="$OUT_DIR/results.md"
+: > "$OUT_DIR/summary.tsv"
+
+remaining() { echo $(( BUDGET - ($(date +%s) - START) )); }
+
+# run_stage NAME CAP_SECONDS LOGFILE CMD...: runs CMD with a time limit of
+# min(CAP, time left), logs its output, records status, seconds and a detail line.
+run_stage() {
+  local name="$1" cap="$2" log="$3"; shift 3
+  local left; left=$(remaining)
+  local limit=$(( cap < left ? cap : left ))
+  local t0; t0=$(date +%s)
+  local status
+  if (( limit < 10 )); then
+    echo "skipped: out of time budget" > "$log"
+    status="SKIP (no time left)"
+  else
+    echo "== $name (limit ${limit}s): $*" | tee -a "$OUT_DIR/gpu_check.log"
+    timeout --kill-after=10 "$limit" "$@" > "$log" 2>&1
+    local rc=$?
+    if (( rc == 0 )); then status="PASS"
+    elif (( rc == 124 || rc == 137 )); then status="FAIL (timed out after ${limit}s)"
+    else status="FAIL (exit $rc)"; fi
+  fi
+  local secs=$(( $(date +%s) - t0 ))
+  local detail; detail="$(stage_detail "$name" "$log")"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$detail" >> "$OUT_DIR/summary.tsv"
+  echo "   -> $status (${secs}s) $detail" | tee -a "$OUT_DIR/gpu_check.log"
+}
+
+stage_detail() {
+  local name="$1" log="$2"
+  case "$name" in
+    tests*) grep -E "^(=+ )?[0-9]+ (passed|failed)|passed|failed|error" "$log" | tail -n 1 \
+              | sed 's/=//g;s/^ *//;s/ *$//' ;;
+    sanitizer*) grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize case" "$log" | tr '\n' ' ' ;;
+    bench*) [ -f "$OUT_DIR/bench.md" ] && echo "table: bench.md" || tail -n 1 "$log" ;;
+    *) tail -n 1 "$log" | cut -c1-120 ;;
+  esac
+}
+
+# ------------------------------------------------------------------------ environment
+{
+  echo "date: $(date -u)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  command -v nvcc >/dev/null && nvcc --version | tail -n 2
+  "$PY" -c "import sys, torch; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version()); print('gpu', torch.cuda.get_device_name(0), 'capability', torch.cuda.get_device_capability(0))"
+} > "$OUT_DIR/env.txt" 2>&1
+cat "$OUT_DIR/env.txt"
+
+ARCH="$("$PY" -c "import torch; c = torch.cuda.get_device_capability(0); print('%d.%d' % c)" 2>/dev/null)"
+if [ -z "$ARCH" ]; then
+  echo "gpu_check: torch sees no CUDA GPU (see $OUT_DIR/env.txt)" | tee -a "$OUT_DIR/gpu_check.log"
+  printf 'environment\tFAIL (no CUDA GPU visible to torch)\t0\t\n' >> "$OUT_DIR/summary.tsv"
+fi
+
+# -------------------------------------------------------------------------------- build
+if [ -n "$ARCH" ]; then
+  run_stage "build (sm_${ARCH/./})" 240 "$OUT_DIR/build.log" \
+    env TORCH_CUDA_ARCH_LIST="$ARCH" FUSED_RNN_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+    "$PY" setup.py build_ext --inplace
+  "$PY" -c "import fused_rnn; print(fused_rnn.build_info())" >> "$OUT_DIR/build.log" 2>&1
+fi
+BUILT=0
+grep -q "^build.*PASS" "$OUT_DIR/summary.tsv" && BUILT=1
+
+# -------------------------------------------------------------------------------- tests
+if (( BUILT )); then
+  CUDA_TESTS=$(ls tests/test_cuda*.py 2>/dev/null | tr '\n' ' ')
+  if "$PY" -c "import pytest" 2>/dev/null; then
+    run_stage "tests (CUDA)" 180 "$OUT_DIR/tests.log" \
+      "$PY" -m pytest -q -ra -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml" $CUDA_TESTS
+  else
+    echo "pytest is not installed: running the CUDA tests with scripts/mini_pytest.py" \
+      | tee -a "$OUT_DIR/gpu_check.log"
+    run_stage "tests (CUDA, mini runner)" 180 "$OUT_DIR/tests.log" \
+      "$PY" scripts/mini_pytest.py $CUDA_TESTS
+  fi
+fi
+
+# ---------------------------------------------------------------------------- benchmark
+if (( BUILT )); then
+  if "$PY" -c "import fused_rnn.bench" 2>/dev/null; then
+    run_stage "bench vs cuDNN" 120 "$OUT_DIR/bench.log" \
+      "$PY" -m fused_rnn.bench --device cuda --suite quick --json "$OUT_DIR/bench.json" \
+      --csv "$OUT_DIR/bench.csv" --markdown "$OUT_DIR/bench.md"
+  else
+    echo "fused_rnn.bench is missing from this tree: no benchmark run" > "$OUT_DIR/bench.log"
+    printf 'bench vs cuDNN\tSKIP (fused_rnn.bench not in this tree)\t0\t\n' >> "$OUT_DIR/summary.tsv"
+  fi
+fi
+
+# --------------------------------------------------------------------------- sanitizers
+SAN=""
+for c in "$(command -v compute-sanitizer 2>/dev/null)" "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" \
+         "${CUDA_HOME:-/usr/local/cuda}/compute-sanitizer/compute-sanitizer" \
+         /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer; do
+  if [ -n "$c" ] && [ -x "$c" ]; then SAN="$c"; break; fi
+done
+if (( BUILT )); then
+  if [ -z "$SAN" ]; then
+    printf 'sanitizer\tSKIP (compute-sanitizer not found)\t0\t\n' >> "$OUT_DIR/summary.tsv"
+  else
+    # memcheck sees every kernel (cuBLAS reading our buffers included); racecheck and
+    # synccheck only ours (every fused_rnn kernel name holds its namespace "fused_rnn").
+    run_stage "sanitizer memcheck" 100 "$OUT_DIR/memcheck.log" \
+      env CUDA_MODULE_LOADING=LAZY "$SAN" --tool memcheck --error-exitcode 1 --leak-check no "$PY" scripts/cuda_sanitize_case.py
+    run_stage "sanitizer racecheck" 60 "$OUT_DIR/racecheck.log" \
+      env CUDA_MODULE_LOADING=LAZY "$SAN" --tool racecheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
+    run_stage "sanitizer synccheck" 60 "$OUT_DIR/synccheck.log" \
+      env CUDA_MODULE_LOADING=LAZY "$SAN" --tool synccheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
+  fi
+fi
+
+# ------------------------------------------------------------------------------ summary
+{
+  echo "# fused_rnn GPU check"
+  echo
+  echo '```'; cat "$OUT_DIR/env.txt"; echo '```'
+  echo
+  echo "| stage | status | seconds | detail |"
+  echo "|---|---|---|---|"
+  awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$OUT_DIR/summary.tsv"
+  if [ -f "$OUT_DIR/bench.md" ]; then echo; echo "## Benchmark"; echo; cat "$OUT_DIR/bench.md"; fi
+} > "$RESULTS"
+
+echo
+echo "fused_rnn GPU check: logs and results.md in $OUT_DIR (total $(( $(date +%s) - START ))s)"
+awk -F'\t' 'BEGIN { printf "%-28s %-34s %7s  %s\n", "STAGE", "STATUS", "SECONDS", "DETAIL" }
+            { printf "%-28s %-34s %7s  %s\n", $1, $2, $3, substr($4, 1, 60) }' "$OUT_DIR/summary.tsv"
+! grep -q "	FAIL" "$OUT_DIR/summary.tsv"
