@@ -20,4 +20,5 @@ cp -r tests "$WORK/tests"
 cd "$WORK"
 python -m fused_rnn info | tee info.txt
 grep -q "CUDA kernels: not compiled in" info.txt
-python -m pytest -q -p no:cacheprovider tests/test_lstm.py -k "parity_batched and float64" tests/test_build_info.py
+python -m pytest -q -p no:cacheprovider tests/test_build_info.py tests/test_lstm.py tests/test_gru.py \
+  -k "build_info or parity_unbatched or packed"
