@@ -1,5 +1,4 @@
 #include "blas.h"
-#include "small_gemm.h"
 
 #include <ATen/ATen.h>
 
@@ -112,16 +111,8 @@ template <typename T>
 PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m)
     : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B) {
   if constexpr (sizeof(T) == 4) {
-    if (!packed_gemm_enabled() || B == nullptr || max_m == 0 || k == 0 || n == 0) return;
+    if (!packed_gemm_enabled() || max_m < kPackMinRows || k == 0 || n == 0) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
-    if (max_m <= kSmallGemmMaxRows) {
-      // Few rows: small_gemm on op(B) as a row-major [k, n] (a transposed copy if needed).
-      small_ = true;
-      if (trans_b) {
-        tb_ = at::from_blob(const_cast<T*>(B), {n, k}, {ldb_, 1}, at::kFloat).t().contiguous();
-      }
-      return;
-    }
     if (!fits_int(k) || !fits_int(n) || !fits_int(ldb_) || !fits_int(max_m)) return;
     const int M = static_cast<int>(max_m), N = static_cast<int>(n), K = static_cast<int>(k);
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, M, N, K);
@@ -138,12 +129,6 @@ void PackedB<T>::gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t 
   TORCH_INTERNAL_ASSERT(m <= max_m_, "PackedB::gemm: m = ", m, " > max_m = ", max_m_);
   if (m == 0) return;
   if constexpr (sizeof(T) == 4) {
-    if (small_) {
-      const bool copy = tb_.defined();
-      small_gemm(m, n_, k_, A, lda < k_ ? k_ : lda, copy ? tb_.data_ptr<float>() : B_,
-                 copy ? n_ : ldb_, beta, C, ldc < n_ ? n_ : ldc);
-      return;
-    }
     if (packed()) {
       if (lda < k_) lda = k_;
       if (ldc < n_) ldc = n_;

@@ -23,8 +23,7 @@ const char* blas_backend();
 // benchmarks/NOTES.md). Packs only float32, only with MKL's cblas_sgemm_pack/compute
 // exported by libtorch, and only when A has enough rows for packing to pay
 // (max_m >= kPackMinRows); otherwise gemm() forwards to the plain gemm() above. The
-// caller keeps B alive and unchanged while this object lives. With max_m <= 8 rows,
-// float32 runs small_gemm (small_gemm.h) instead, on a transposed copy of B if trans_b.
+// caller keeps B alive and unchanged while this object lives.
 template <typename T>
 class PackedB {
  public:
@@ -37,15 +36,12 @@ class PackedB {
   // C = A op(B) + beta * C for the first m <= max_m rows of A and C.
   void gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const;
   bool packed() const { return buf_.defined(); }
-  bool small() const { return small_; }
 
  private:
   bool trans_b_;
   int64_t k_, n_, ldb_, max_m_;
   const T* B_;
-  at::Tensor buf_;      // MKL's packed copy of op(B), or undefined
-  bool small_ = false;  // few rows: small_gemm instead of BLAS
-  at::Tensor tb_;       // op(B) = B^T as a contiguous [k, n] for small_gemm, if trans_b
+  at::Tensor buf_;  // MKL's packed copy of op(B), or undefined
 };
 
 // Whether PackedB packs at all (MKL present and the environment variable
