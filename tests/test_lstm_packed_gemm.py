@@ -1,6 +1,7 @@
-"""The CPU LSTM's per-step GEMMs on MKL's packed weights (csrc/cpu/blas.h, PackedB) keep
-parity with torch.nn.LSTM: batches above PackedB's row threshold take the packed path
-(float32), with every row count a varlen batch produces; float64 stays on dgemm."""
+"""The CPU LSTM's per-step GEMMs through PackedB (csrc/cpu/blas.h) keep parity with
+torch.nn.LSTM: batches of 9+ rows take MKL's packed path (float32), batches of 1-8 rows
+plain sgemm, with every row count a varlen batch produces, and with the switch
+FUSED_RNN_PACKED_GEMM=0 plain sgemm throughout; float64 always stays on dgemm."""
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -40,16 +41,24 @@ def test_build_reports_packed_gemm():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("varlen", [False, True])
 @pytest.mark.parametrize("proj,bidir", [(0, False), (5, True)])
-def test_packed_path_matches_torch(dtype, tol, varlen, proj, bidir):
-    T, I, H = 9, 7, 16
+@pytest.mark.parametrize("B", [PACKED_B, 8, 3, 1])
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_packed_and_small_paths_match_torch(dtype, tol, varlen, proj, bidir, B, switch,
+                                            monkeypatch):
+    monkeypatch.setenv("FUSED_RNN_PACKED_GEMM", switch)
+    if switch == "0" and (B != PACKED_B or dtype != torch.float32):
+        pytest.skip("the switch only matters for float32; one batch size is enough")
+    # H = 21: 84 gate columns, no multiple of any SIMD width.
+    T, I, H = 9, 7, 21
     ref, ours = _pair(dtype, input_size=I, hidden_size=H, proj_size=proj, bidirectional=bidir)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(T, PACKED_B, I, generator=g, dtype=dtype) * 0.5
+    x = torch.randn(T, B, I, generator=g, dtype=dtype) * 0.5
     D, P = (2 if bidir else 1), (proj or H)
-    h0 = torch.randn(D, PACKED_B, P, generator=g, dtype=dtype) * 0.5
-    c0 = torch.randn(D, PACKED_B, H, generator=g, dtype=dtype) * 0.5
-    if varlen:  # every count of active rows from PACKED_B down to 1 occurs
-        lengths = torch.tensor([T, T, 8, 8, 7, 6, 5, 4, 3, 3, 2, 1])
+    h0 = torch.randn(D, B, P, generator=g, dtype=dtype) * 0.5
+    c0 = torch.randn(D, B, H, generator=g, dtype=dtype) * 0.5
+    if varlen:  # every count of active rows from B down to 1 occurs
+        lengths = torch.tensor([T, T, 8, 8, 7, 6, 5, 4, 3, 3, 2, 1][:B])
+        lengths[0] = T
         x = pack_padded_sequence(x, lengths, enforce_sorted=False)
     for a, b in zip(_run(ref, x, (h0, c0)), _run(ours, x, (h0, c0))):
         assert a.shape == b.shape
