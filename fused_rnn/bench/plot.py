@@ -6,6 +6,7 @@ def write_png(path, results, env):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
     except ImportError as err:
         raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from err
     ok = [r for r in results if r["status"] == "ok"]
@@ -15,7 +16,12 @@ def write_png(path, results, env):
     speed = [r["speedup"] for r in ok]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(ok) + 1.5))
     colors = ["tab:green" if s >= 1 else "tab:red" for s in speed]
-    ax.barh(range(len(ok)), speed, color=colors)
+    # Bars grow from parity (1x) to the speedup, left for slower, right for faster.
+    ax.barh(range(len(ok)), [s - 1 for s in speed], left=1, color=colors)
+    ax.set_xscale("log")  # 0.5x and 2x are equally far from parity
+    fmt = FuncFormatter(lambda v, _: f"{v:g}×")
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_formatter(fmt)
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_yticks(range(len(ok)))
     ax.set_yticklabels(names, fontsize=7)
