@@ -1,4 +1,5 @@
 #include "blas.h"
+#include "small_gemm.h"
 
 #include <ATen/ATen.h>
 
@@ -111,7 +112,11 @@ template <typename T>
 PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m)
     : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B) {
   if constexpr (sizeof(T) == 4) {
-    if (!packed_gemm_enabled() || max_m < kPackMinRows || k == 0 || n == 0) return;
+    if (!packed_gemm_enabled() || B == nullptr || k == 0 || n == 0) return;
+    if (max_m <= kSmallGemmMaxRows) {
+      small_ = trans_b;  // h W^T with few rows: small_gemm_nt streams W itself
+      return;
+    }
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
     if (!fits_int(k) || !fits_int(n) || !fits_int(ldb_) || !fits_int(max_m)) return;
     const int M = static_cast<int>(max_m), N = static_cast<int>(n), K = static_cast<int>(k);
@@ -129,7 +134,14 @@ void PackedB<T>::gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t 
   TORCH_INTERNAL_ASSERT(m <= max_m_, "PackedB::gemm: m = ", m, " > max_m = ", max_m_);
   if (m == 0) return;
   if constexpr (sizeof(T) == 4) {
-    if (packed()) {
+    if (small_) {
+      small_gemm_nt(m, n_, k_, A, lda < k_ ? k_ : lda, B_, ldb_ < k_ ? k_ : ldb_, beta, C,
+                    ldc < n_ ? n_ : ldc);
+      return;
+    }
+    // MKL documents the packed B for the m it was packed with; fewer rows (a varlen
+    // batch's finished rows) go to plain sgemm.
+    if (packed() && m == max_m_) {
       if (lda < k_) lda = k_;
       if (ldc < n_) ldc = n_;
       if (fits_int(lda) && fits_int(ldc)) {

@@ -23,7 +23,8 @@ const char* blas_backend();
 // benchmarks/NOTES.md). Packs only float32, only with MKL's cblas_sgemm_pack/compute
 // exported by libtorch, and only when A has enough rows for packing to pay
 // (max_m >= kPackMinRows); otherwise gemm() forwards to the plain gemm() above. The
-// caller keeps B alive and unchanged while this object lives.
+// caller keeps B alive and unchanged while this object lives. With max_m <= 8 rows and
+// trans_b (the forward's h W^T), float32 runs small_gemm_nt (small_gemm.h) instead.
 template <typename T>
 class PackedB {
  public:
@@ -41,7 +42,8 @@ class PackedB {
   bool trans_b_;
   int64_t k_, n_, ldb_, max_m_;
   const T* B_;
-  at::Tensor buf_;  // MKL's packed copy of op(B), or undefined
+  at::Tensor buf_;      // MKL's packed copy of op(B), or undefined
+  bool small_ = false;  // few rows of h W^T: small_gemm_nt instead of BLAS
 };
 
 // Whether PackedB packs at all (MKL present and the environment variable

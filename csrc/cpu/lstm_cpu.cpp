@@ -51,6 +51,9 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
           copy_row(h_out + b * P, h_in + b * P, P);
           copy_row(c_out + b * H, c_in + b * H, H);
           zero_row(y_t + b * P, P);
+          // h_raw feeds dW_hr = dr^T h_raw over every (t, b): it must not be left
+          // uninitialized (0 * NaN garbage = NaN) where the row has finished.
+          if (hr_t != nullptr) zero_row(hr_t + b * H, H);
         }
         return;
       }
