@@ -40,6 +40,7 @@ std::string build_info() {
   s += "cuda=0\n";
 #endif
   s += std::string("cpu_blas=") + cpu::blas_backend() + "\n";
+  s += std::string("cpu_packed_gemm=") + (cpu::packed_gemm_enabled() ? "1" : "0") + "\n";
   return s;
 }
 

@@ -1,8 +1,11 @@
 #include "blas.h"
+#include "small_gemm.h"
 
 #include <ATen/ATen.h>
 
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 // Weak: resolved against libtorch_cpu (which we link) when it exports them, else null.
 extern "C" {
@@ -12,6 +15,13 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's packed GEMM (LP64 cblas, enums passed as int); not in every BLAS, hence weak.
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha,
+                      const float* src, int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k,
+                         const float* a, int lda, const float* b, int ldb, float beta,
+                         float* c, int ldc) __attribute__((weak));
 }
 
 namespace fused_rnn::cpu {
@@ -82,6 +92,73 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           const float*, int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
                            const double*, int64_t, double, double*, int64_t);
+
+namespace {
+// MKL's cblas enum values.
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
+
+bool fits_int(int64_t v) { return v >= 0 && v < INT_MAX; }
+}  // namespace
+
+bool packed_gemm_enabled() {
+  static const bool have = &cblas_sgemm_pack_get_size != nullptr &&
+                          &cblas_sgemm_pack != nullptr && &cblas_sgemm_compute != nullptr;
+  // Read per call (once per layer op, not per step) so a benchmark can flip it in-process.
+  const char* env = std::getenv("FUSED_RNN_PACKED_GEMM");
+  return have && !(env != nullptr && std::strcmp(env, "0") == 0);
+}
+
+template <typename T>
+PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m)
+    : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B) {
+  if constexpr (sizeof(T) == 4) {
+    if (!packed_gemm_enabled() || B == nullptr || k == 0 || n == 0) return;
+    if (max_m <= kSmallGemmMaxRows) {
+      small_ = trans_b;  // h W^T with few rows: small_gemm_nt streams W itself
+      return;
+    }
+    if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
+    if (!fits_int(k) || !fits_int(n) || !fits_int(ldb_) || !fits_int(max_m)) return;
+    const int M = static_cast<int>(max_m), N = static_cast<int>(n), K = static_cast<int>(k);
+    const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, M, N, K);
+    buf_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))},
+                     at::TensorOptions().dtype(at::kFloat));
+    cblas_sgemm_pack(kRowMajor, kBMatrix, trans_b ? kTrans : kNoTrans, M, N, K, 1.0f,
+                     reinterpret_cast<const float*>(B), static_cast<int>(ldb_),
+                     buf_.data_ptr<float>());
+  }
+}
+
+template <typename T>
+void PackedB<T>::gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+  TORCH_INTERNAL_ASSERT(m <= max_m_, "PackedB::gemm: m = ", m, " > max_m = ", max_m_);
+  if (m == 0) return;
+  if constexpr (sizeof(T) == 4) {
+    if (small_) {
+      small_gemm_nt(m, n_, k_, A, lda < k_ ? k_ : lda, B_, ldb_ < k_ ? k_ : ldb_, beta, C,
+                    ldc < n_ ? n_ : ldc);
+      return;
+    }
+    // MKL documents the packed B for the m it was packed with; fewer rows (a varlen
+    // batch's finished rows) go to plain sgemm.
+    if (packed() && m == max_m_) {
+      if (lda < k_) lda = k_;
+      if (ldc < n_) ldc = n_;
+      if (fits_int(lda) && fits_int(ldc)) {
+        cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, static_cast<int>(m),
+                            static_cast<int>(n_), static_cast<int>(k_),
+                            reinterpret_cast<const float*>(A), static_cast<int>(lda),
+                            buf_.data_ptr<float>(), static_cast<int>(n_), beta,
+                            reinterpret_cast<float*>(C), static_cast<int>(ldc));
+        return;
+      }
+    }
+  }
+  cpu::gemm<T>(false, trans_b_, m, n_, k_, T(1), A, lda, B_, ldb_, beta, C, ldc);
+}
+
+template class PackedB<float>;
+template class PackedB<double>;
 
 const char* blas_backend() {
   return blas<float>() != nullptr ? "sgemm_/dgemm_ in libtorch" : "at::mm";

@@ -4,6 +4,8 @@
 // dispatcher's per-call cost, and falls back to at::mm_out where none is exported.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 
 namespace fused_rnn::cpu {
@@ -14,5 +16,38 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 
 // Which BLAS the GEMMs reach ("sgemm_/dgemm_ in libtorch" or "at::mm").
 const char* blas_backend();
+
+// The B operand of many GEMMs C[m, n] = A[m, k] op(B) + beta * C that share it, as in
+// a time loop's per-step h W^T: packed once into MKL's internal layout, so each step
+// skips re-packing B (measured: B=16, H=256 per-step GEMM 142 -> 258 GFLOP/s; see
+// benchmarks/NOTES.md). Packs only float32, only with MKL's cblas_sgemm_pack/compute
+// exported by libtorch, and only when A has enough rows for packing to pay
+// (max_m >= kPackMinRows); otherwise gemm() forwards to the plain gemm() above. The
+// caller keeps B alive and unchanged while this object lives. With max_m <= 8 rows and
+// trans_b (the forward's h W^T), float32 runs small_gemm_nt (small_gemm.h) instead.
+template <typename T>
+class PackedB {
+ public:
+  static constexpr int64_t kPackMinRows = 9;
+
+  PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m);
+  PackedB(const PackedB&) = delete;
+  PackedB& operator=(const PackedB&) = delete;
+
+  // C = A op(B) + beta * C for the first m <= max_m rows of A and C.
+  void gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const;
+  bool packed() const { return buf_.defined(); }
+
+ private:
+  bool trans_b_;
+  int64_t k_, n_, ldb_, max_m_;
+  const T* B_;
+  at::Tensor buf_;      // MKL's packed copy of op(B), or undefined
+  bool small_ = false;  // few rows of h W^T: small_gemm_nt instead of BLAS
+};
+
+// Whether PackedB packs at all (MKL present and the environment variable
+// FUSED_RNN_PACKED_GEMM is not "0"; the switch exists to measure the difference).
+bool packed_gemm_enabled();
 
 }  // namespace fused_rnn::cpu

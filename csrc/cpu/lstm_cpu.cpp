@@ -25,6 +25,9 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
   gemm<S>(false, true, T * B, G4, I, S(1), x, I, w_ih, I, S(0), gates, G4);
+  // The recurrent weights, packed once for the T per-step GEMMs.
+  const PackedB<S> whh(/*trans_b=*/true, P, G4, w_hh, P, B);
+  const PackedB<S> whr(true, H, P, w_hr, H, w_hr != nullptr ? B : 0);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = reverse ? T - 1 - s : s;
     S* g_t = gates + t * B * G4;
@@ -34,7 +37,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     S* c_out = cs + slot_out(t, reverse) * B * H;
     S* y_t = y + t * B * P;
     S* hr_t = w_hr != nullptr ? h_raw + t * B * H : nullptr;
-    gemm<S>(false, true, rows[t], G4, P, S(1), h_in, P, w_hh, P, S(1), g_t, G4);
+    whh.gemm(rows[t], h_in, P, S(1), g_t, G4);
     parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
       if (!row_active(len, b, t)) {
         if (lo == 0) {  // a finished row keeps its state and outputs zeros
@@ -56,7 +59,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     });
     if (w_hr != nullptr) {
       // r = h_raw W_hr^T is both the output and the next state.
-      gemm<S>(false, true, rows[t], P, H, S(1), hr_t, H, w_hr, H, S(0), y_t, P);
+      whr.gemm(rows[t], hr_t, H, S(0), y_t, P);
       for (int64_t b = 0; b < B; ++b) {
         if (row_active(len, b, t)) {
           copy_row(h_out + b * P, y_t + b * P, P);
@@ -77,6 +80,9 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
                           S* dr, S* dh_raw, S* dx, S* dw_ih, S* dw_hh, S* dw_hr) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
+  // dL/dh_prev = dgates W_hh and dL/dh_raw = dr W_hr, packed once for the T steps.
+  const PackedB<S> whh(/*trans_b=*/false, G4, P, w_hh, P, B);
+  const PackedB<S> whr(false, P, H, w_hr, H, proj ? B : 0);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = reverse ? s : T - 1 - s;  // the forward's order, backwards
     const S* c_in = cs + slot_in(t, reverse) * B * H;
@@ -99,7 +105,7 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
           dh[b * P + q] = S(0);
         }
       }
-      gemm<S>(false, false, rows[t], H, P, S(1), dr_t, P, w_hr, H, S(0), dh_raw, H);
+      whr.gemm(rows[t], dr_t, P, S(0), dh_raw, H);
       dh_cell = dh_raw;
       dy_cell = nullptr;
     }
@@ -118,7 +124,7 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
       });
     });
     // dL/dh_prev: active rows were zeroed by the pass, finished rows carry theirs.
-    gemm<S>(false, false, rows[t], P, G4, S(1), dg_t, G4, w_hh, P, S(1), dh, P);
+    whh.gemm(rows[t], dg_t, G4, S(1), dh, P);
   }
   const int64_t TB = T * B;
   gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);

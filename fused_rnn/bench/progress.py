@@ -1,0 +1,26 @@
+"""A dependency-free progress bar on stderr (redrawn in place on a terminal, one line per
+step otherwise, so logs stay readable)."""
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total, enabled=True, stream=None):
+        self.total, self.done, self.enabled = total, 0, enabled and total > 1
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+
+    def step(self, label):
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 24
+        fill = int(width * self.done / self.total)
+        bar = "#" * fill + "-" * (width - fill)
+        line = f"[{bar}] {self.done}/{self.total} {time.perf_counter() - self.start:5.0f}s {label}"
+        if self.tty:
+            self.stream.write("\r\033[K" + line + ("\n" if self.done == self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()

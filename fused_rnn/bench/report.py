@@ -1,0 +1,73 @@
+"""Results as a Markdown table, JSON (with the environment) and CSV."""
+import csv
+import json
+
+_COLUMNS = [  # (header, key, format)
+    ("case", "name", "{}"),
+    ("torch ms (min–max)", None, None),
+    ("fused ms (min–max)", None, None),
+    ("speedup", "speedup", "{:.2f}×"),
+    ("torch GFLOP/s", "torch_gflops", "{:.0f}"),
+    ("fused GFLOP/s", "fused_gflops", "{:.0f}"),
+    ("fused % peak", "fused_peak_fraction", "{:.0%}"),
+    ("fused tok/s", "fused_tokens_per_s", "{:.3g}"),
+    ("max |diff|", "max_abs_diff", "{:.1e}"),
+]
+
+
+def _ms(r, label):
+    return "{:.2f} ({:.2f}–{:.2f})".format(r[f"{label}_median_ms"], r[f"{label}_min_ms"],
+                                          r[f"{label}_max_ms"])
+
+
+def _cell(r, key, fmt):
+    v = r.get(key)
+    return "" if v is None else fmt.format(v)
+
+
+def markdown(results, env):
+    cols = list(_COLUMNS)
+    if any(r.get("torch_peak_mem_mb") is not None for r in results):
+        cols += [("torch peak MB", "torch_peak_mem_mb", "{:.0f}"),
+                 ("fused peak MB", "fused_peak_mem_mb", "{:.0f}")]
+    lines = [
+        f"fused_rnn {env['fused_rnn_version']} ({env['fused_rnn_commit'] or 'no git'}) vs "
+        f"torch {env['torch_version']} on {env['device_model']} ({env['device']}, "
+        f"{env['threads']} threads, {env['dtype']}); measured GEMM peak "
+        f"{env['gemm_peak_gflops']:.0f} GFLOP/s",
+        "",
+        "| " + " | ".join(h for h, _, _ in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for r in results:
+        if r["status"] != "ok":
+            row = [r["name"]] + [""] * (len(cols) - 2) + [
+                f"{r['status']}: {r['note']}"]
+            lines.append("| " + " | ".join(row) + " |")
+            continue
+        row = []
+        for h, key, fmt in cols:
+            if key is None:
+                row.append(_ms(r, "torch" if h.startswith("torch") else "fused"))
+            else:
+                row.append(_cell(r, key, fmt))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path, results, env, command):
+    with open(path, "w") as f:
+        json.dump({"command": command, "environment": env, "results": results}, f, indent=1)
+
+
+def write_csv(path, results, env):
+    """One row per case; the environment's scalar fields are repeated on every row."""
+    env_cols = {f"env_{k}": v for k, v in env.items() if not isinstance(v, dict)}
+    keys = []
+    for r in results:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys + list(env_cols))
+        w.writeheader()
+        for r in results:
+            w.writerow({**r, **env_cols})

@@ -1,0 +1,125 @@
+"""One case: build both modules on the same weights, check that they agree, then time them
+interleaved and derive tokens/s, GFLOP/s and the fraction of the measured GEMM peak."""
+import torch
+
+from . import timing
+from .cases import (flat_outputs, fused_class, make_input, make_modules, output_tensor,
+                    with_grad)
+from .flops import case_flops
+
+# Largest accepted difference, relative to max(1, largest reference magnitude) per tensor.
+# Float32 sums over T·B terms in the weight gradients, in another order than torch.
+TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 5e-2,
+             torch.bfloat16: 5e-2}
+
+
+def _forward(module, inp, grad_out=None):
+    out = module(inp)
+    if grad_out is not None:
+        torch.autograd.backward(output_tensor(out), grad_out)
+    return out
+
+
+def _compared(case, module, inp, grad_out):
+    """Outputs (and in training, dL/dx and every parameter gradient) in a fixed order."""
+    if case.mode == "inference":
+        with torch.no_grad():
+            return flat_outputs(module(inp))
+    inp = with_grad(inp)
+    module.zero_grad(set_to_none=True)
+    out = _forward(module, inp, grad_out)
+    leaf = inp.data if hasattr(inp, "batch_sizes") else inp
+    grads = [leaf.grad] + [p.grad for _, p in sorted(module.named_parameters())]
+    return [t.detach() for t in flat_outputs(out)] + grads
+
+
+def check_parity(case, ref, ours, inp, grad_out, dtype):
+    """(max abs difference, agrees) between the two implementations."""
+    a = _compared(case, ref, inp, grad_out)
+    b = _compared(case, ours, inp, grad_out)
+    worst_abs, ok = 0.0, True
+    tol = TOLERANCE.get(dtype, 1e-3)
+    for x, y in zip(a, b):
+        if x is None or y is None:
+            ok = ok and x is None and y is None
+            continue
+        if x.shape != y.shape:
+            return float("inf"), False
+        d = (x.double() - y.double()).abs().max().item() if x.numel() else 0.0
+        scale = max(1.0, x.double().abs().max().item() if x.numel() else 0.0)
+        worst_abs = max(worst_abs, d)
+        ok = ok and d <= tol * scale
+    return worst_abs, ok
+
+
+def _peak_memory_mb(fn, device):
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+
+
+def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
+    """A result dict: the case, status ("ok", "mismatch", "skipped", "error"), and timings."""
+    res = dict(case.as_dict(), name=case.name, device=str(device), dtype=str(dtype).replace(
+        "torch.", ""), status="ok", note="")
+    if fused_class(case.cell) is None:
+        res.update(status="skipped", note=f"fused_rnn has no {case.cell} module in this build")
+        return res
+    if case.proj_size and case.cell != "lstm":
+        res.update(status="skipped", note="proj_size applies to LSTM only")
+        return res
+    ref, ours = make_modules(case, device, dtype, seed)
+    inp, tokens = make_input(case, device, dtype, seed)
+    grad_out = None
+    if case.mode == "training":
+        with torch.no_grad():
+            shape = output_tensor(ref(inp)).shape
+        g = torch.Generator().manual_seed(seed + 3)
+        grad_out = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
+
+    diff, ok = check_parity(case, ref, ours, inp, grad_out, dtype)
+    res["max_abs_diff"] = diff
+    if not ok:
+        res.update(status="mismatch", note=f"outputs/gradients differ by {diff:.3g}: not timed")
+        return res
+
+    if case.mode == "inference":
+        def make(m):
+            def fn():
+                with torch.no_grad():
+                    m(inp)
+            return fn
+        fns = [make(ref), make(ours)]
+        before = None
+    else:
+        inps = [with_grad(inp), with_grad(inp)]
+        mods = [ref, ours]
+        fns = [lambda: _forward(ref, inps[0], grad_out), lambda: _forward(ours, inps[1], grad_out)]
+
+        def before(i):  # fresh gradients, outside the timed region
+            mods[i].zero_grad(set_to_none=True)
+            leaf = inps[i].data if hasattr(inps[i], "batch_sizes") else inps[i]
+            leaf.grad = None
+
+    times = timing.interleaved(fns, device, repeats, warmup, before)
+    flops = case_flops(case, tokens)
+    res["tokens"] = tokens
+    res["gflop"] = flops / 1e9
+    for label, ts, fn in zip(("torch", "fused"), times, fns):
+        s = timing.summary(ts)
+        sec = s["median_ms"] / 1e3
+        res.update({f"{label}_{k}": v for k, v in s.items() if k != "repeats"})
+        res[f"{label}_tokens_per_s"] = tokens / sec
+        res[f"{label}_gflops"] = flops / sec / 1e9
+        res[f"{label}_peak_fraction"] = flops / sec / 1e9 / peak_gflops if peak_gflops else None
+        if before is not None:
+            before(0 if label == "torch" else 1)
+        res[f"{label}_peak_mem_mb"] = _peak_memory_mb(fn, device)
+    res["repeats"] = repeats
+    res["speedup"] = res["torch_median_ms"] / res["fused_median_ms"]
+    return res

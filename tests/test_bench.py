@@ -1,0 +1,122 @@
+"""fused-rnn-bench: FLOP counts, suites, and the CLI end to end on tiny cases."""
+import csv
+import json
+
+import pytest
+import torch
+
+import fused_rnn
+from fused_rnn.bench import cli, flops, runner, suites, timing
+from fused_rnn.bench.cases import Case
+
+
+@pytest.fixture(autouse=True)
+def fast_peak(monkeypatch):
+    # The real peak GEMM is 17 GFLOP on the CPU: not what these tests are about.
+    monkeypatch.setattr(timing, "gemm_peak_gflops", lambda device, dtype: 100.0)
+
+
+def test_flops_single_layer_lstm_and_gru():
+    c = Case("lstm", "inference", seq_len=10, batch=3, input_size=5, hidden_size=7)
+    assert flops.forward_flops_per_token(c) == 2 * 28 * (5 + 7)
+    assert flops.case_flops(c, 30) == 30 * 2 * 28 * 12
+    assert flops.case_flops(c.with_(mode="training"), 30) == 3 * 30 * 2 * 28 * 12
+    g = c.with_(cell="gru")
+    assert flops.forward_flops_per_token(g) == 2 * 21 * 12
+
+
+def test_flops_deep_bidirectional_projected():
+    c = Case("lstm", "inference", 1, 1, input_size=5, hidden_size=8, layers=2,
+             bidirectional=True, proj_size=3)
+    layer0 = 2 * (2 * 32 * (5 + 3) + 2 * 8 * 3)
+    layer1 = 2 * (2 * 32 * (6 + 3) + 2 * 8 * 3)
+    assert flops.forward_flops_per_token(c) == layer0 + layer1
+
+
+def test_training_suite_has_deepbench_shapes_and_scales_on_cpu():
+    gpu = suites.suite_cases("training", ["lstm", "gru"], None, gpu=True)
+    lstm = {(c.seq_len, c.batch, c.hidden_size) for c in gpu if c.cell == "lstm"}
+    assert (25, 128, 4096) in lstm and (50, 8, 1536) in lstm and (150, 64, 256) in lstm
+    assert len(lstm) == 16 + 3 + 3
+    assert {c.hidden_size for c in gpu if c.cell == "gru"} == {1536, 2048, 2560}
+    assert all(c.mode == "training" for c in gpu)
+    cpu = suites.suite_cases("training", ["lstm"], None, gpu=False)
+    assert max(c.hidden_size for c in cpu) == 1024
+
+
+def test_fastrnns_and_latency_suites():
+    (c,) = suites.suite_cases("fastrnns", ["lstm"], ("inference",), gpu=False)
+    assert (c.seq_len, c.batch, c.input_size, c.hidden_size) == (100, 64, 512, 512)
+    lat = suites.suite_cases("latency", ["lstm"], None, gpu=False)
+    assert sorted(c.batch for c in lat) == [1, 2, 4, 8, 16]
+
+
+def test_cli_custom_case_writes_json_csv_markdown(tmp_path, capsys):
+    j, c, m = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.md"
+    rc = cli.main(["--cell", "lstm", "--seq-len", "6", "--batch", "3", "--hidden-size", "8",
+                   "--input-size", "5", "--repeats", "2", "--warmup", "1", "--device", "cpu",
+                   "--json", str(j), "--csv", str(c), "--markdown", str(m)])
+    assert rc == 0
+    data = json.loads(j.read_text())
+    env = data["environment"]
+    for key in ("torch_version", "cpu_model", "threads", "fused_rnn_version",
+                "fused_rnn_commit", "gemm_peak_gflops"):
+        assert key in env
+    assert [r["mode"] for r in data["results"]] == ["inference", "training"]
+    for r in data["results"]:
+        assert r["status"] == "ok"
+        assert r["max_abs_diff"] < 1e-4
+        assert r["torch_min_ms"] <= r["torch_median_ms"] <= r["torch_max_ms"]
+        assert r["speedup"] == pytest.approx(r["torch_median_ms"] / r["fused_median_ms"])
+        assert r["tokens"] == 18
+        assert r["fused_peak_fraction"] == pytest.approx(r["fused_gflops"] / 100.0)
+    rows = list(csv.DictReader(c.open()))
+    assert len(rows) == 2 and rows[0]["env_torch_version"] == torch.__version__
+    assert "| lstm infer T=6 B=3 I=5 H=8 |" in m.read_text()
+    out = capsys.readouterr().out
+    assert "max |diff|" in out and "speedup" in out
+
+
+def test_varlen_case_counts_real_tokens():
+    case = Case("lstm", "training", seq_len=8, batch=4, input_size=3, hidden_size=4,
+                varlen=True)
+    r = runner.run_case(case, torch.device("cpu"), torch.float64, 1, 0, 100.0)
+    assert r["status"] == "ok", r
+    assert r["max_abs_diff"] < 1e-10
+    assert 4 * 2 <= r["tokens"] < 32
+
+
+def test_mismatch_is_reported_not_timed(monkeypatch):
+    class Broken(fused_rnn.LSTM):
+        def forward(self, input, hx=None):
+            out, states = super().forward(input, hx)
+            return out + 1e-2, states
+
+    monkeypatch.setattr(fused_rnn, "LSTM", Broken)
+    rc = cli.main(["--cell", "lstm", "--seq-len", "4", "--batch", "2", "--hidden-size", "4",
+                   "--mode", "inference", "--repeats", "1", "--device", "cpu"])
+    assert rc == 1
+    r = runner.run_case(Case("lstm", "inference", 4, 2, 4, 4), torch.device("cpu"),
+                        torch.float32, 1, 0, 100.0)
+    assert r["status"] == "mismatch" and "torch_median_ms" not in r
+    assert r["max_abs_diff"] == pytest.approx(1e-2, rel=1e-3)
+
+
+def test_missing_cell_is_skipped_with_a_note(monkeypatch):
+    monkeypatch.delattr(fused_rnn, "GRU", raising=False)
+    r = runner.run_case(Case("gru", "inference", 4, 2, 4, 4), torch.device("cpu"),
+                        torch.float32, 1, 0, 100.0)
+    assert r["status"] == "skipped" and "gru" in r["note"]
+
+
+def test_suite_and_shape_options_conflict():
+    with pytest.raises(SystemExit):
+        cli.main(["--suite", "quick", "--batch", "3"])
+
+
+def test_plot_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    p = tmp_path / "s.png"
+    assert cli.main(["--cell", "lstm", "--seq-len", "4", "--batch", "2", "--hidden-size", "4",
+                     "--repeats", "1", "--device", "cpu", "--plot", str(p)]) == 0
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
