@@ -36,7 +36,7 @@ def _run(module, inp, hx, leaves, masks=None, seed=0):
     loss = sum((torch.where(m, o, 0) * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum()
                for o, m in zip(outs, masks))
     wrt = list(leaves) + list(module.parameters())
-    grads = torch.autograd.grad(loss, wrt, allow_unused=True) if loss.requires_grad else [None] * len(wrt)
+    grads = torch.autograd.grad(loss, wrt, allow_unused=True)
     return [o.detach() for o in outs], masks, grads
 
 
@@ -64,15 +64,21 @@ def _order(leaves_inp_hx):
 def _plain_inputs(cell, cfg, T, B, with_state=True, seed=0):
     def build():
         gen = torch.Generator().manual_seed(seed)
-        x = torch.randn(T, B, cfg["input_size"], dtype=F64, generator=gen).requires_grad_()
+        x = torch.randn(T, B, cfg["input_size"], dtype=F64, generator=gen)
         hx = None
         if with_state:
             L = cfg.get("num_layers", 1) * (2 if cfg.get("bidirectional") else 1)
             hx = make_state(cell, L, B, cfg["hidden_size"], cfg.get("proj_size", 0), F64, gen)
-            hx = tuple(h.requires_grad_() for h in hx) if isinstance(hx, tuple) else hx.requires_grad_()
-        leaves = [x] + (list(hx) if isinstance(hx, tuple) else [hx] if hx is not None else [])
-        return leaves, x, hx
+        return _with_leaves(x, hx)
     return build
+
+
+def _with_leaves(x, hx):
+    """(leaves, x, hx) with x and every state tensor made a leaf requiring grad."""
+    states = [] if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
+    for t in [x] + states:
+        t.requires_grad_()
+    return [x] + states, x, hx
 
 
 # ----------------------------------------------------------------------------- NaN / Inf
@@ -231,14 +237,12 @@ def test_zero_batch_like_torch(cell, cfg, with_state):
 
     def build():
         shape = (B, T, 3) if cfg.get("batch_first") else (T, B, 3)
-        x = torch.randn(*shape, dtype=F64).requires_grad_()
+        x = torch.randn(*shape, dtype=F64)
         hx = None
         if with_state:
             L = cfg.get("num_layers", 1) * (2 if cfg.get("bidirectional") else 1)
             hx = make_state(cell, L, B, 4)
-            hx = tuple(h.requires_grad_() for h in hx) if isinstance(hx, tuple) else hx.requires_grad_()
-        leaves = [x] + (list(hx) if isinstance(hx, tuple) else [hx] if hx is not None else [])
-        return leaves, x, hx
+        return _with_leaves(x, hx)
     out, grads = check_pair(ref, ours, build)
     assert out[0].shape[:2] == ((B, T) if cfg.get("batch_first") else (T, B))
 
