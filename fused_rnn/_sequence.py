@@ -65,6 +65,34 @@ def _check_features(name, x, input_size):
                            f"Expected {input_size}, got {x.shape[-1]}")
 
 
+def _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices):
+    """A hand-made PackedSequence can carry any batch_sizes; torch's unpacking trusts them
+    (a zero or increasing entry corrupts memory), so check them before unpacking."""
+    if (batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64
+            or batch_sizes.device.type != "cpu" or batch_sizes.numel() == 0):
+        raise ValueError(f"{name}: PackedSequence batch_sizes must be a non-empty 1-D int64 CPU "
+                         f"tensor, got {batch_sizes.dtype} {list(batch_sizes.shape)} on "
+                         f"{batch_sizes.device}")
+    if bool((batch_sizes < 1).any()) or bool((batch_sizes[1:] > batch_sizes[:-1]).any()):
+        raise ValueError(f"{name}: PackedSequence batch_sizes must be positive and "
+                         f"non-increasing (every sequence length in [1, seq_len]), got "
+                         f"{batch_sizes.tolist()}")
+    total = int(batch_sizes.sum())
+    if total != data.shape[0]:
+        raise ValueError(f"{name}: PackedSequence batch_sizes sum to {total}, but data has "
+                         f"{data.shape[0]} rows")
+    batch = int(batch_sizes[0])
+    for idx_name, idx in (("sorted_indices", sorted_indices),
+                          ("unsorted_indices", unsorted_indices)):
+        if idx is None:
+            continue
+        if (idx.dim() != 1 or idx.dtype != torch.int64 or idx.numel() != batch or not
+                torch.equal(idx.sort().values.cpu(), torch.arange(batch))):
+            raise ValueError(f"{name}: PackedSequence {idx_name} must be an int64 permutation "
+                             f"of range({batch}) (one entry per sequence), got "
+                             f"{idx.dtype} {list(idx.shape)}")
+
+
 def to_sequence(name, input, batch_first, input_size):
     if isinstance(input, PackedSequence):
         data, batch_sizes, sorted_indices, unsorted_indices = input
@@ -72,6 +100,7 @@ def to_sequence(name, input, batch_first, input_size):
             raise ValueError(f"{name}: PackedSequence data must be 2-D [sum(lengths), "
                              f"input_size], got {data.dim()}-D")
         _check_features(name, data, input_size)
+        _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices)
         x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes), batch_first=False)
         return Sequence(x, lengths.to(torch.int64), batch_sizes, sorted_indices,
                         unsorted_indices, unbatched=False, batch_first=False)
