@@ -55,7 +55,11 @@ FR_HD void rnn_backward_elem(const T* h, T* dh, const T* dy, T* da, int64_t j) {
   using O = VecOps<V>;
   V dh_tot = O::load(dh + j);
   if (dy != nullptr) dh_tot = dh_tot + O::load(dy + j);
-  O::store(da + j, dh_tot * rnn_act_grad_from_output<V, kRelu>(O::load(h + j)));
+  if constexpr (kRelu) {
+    O::store(da + j, O::relu_backward(O::load(h + j), dh_tot));
+  } else {
+    O::store(da + j, dh_tot * rnn_act_grad_from_output<V, kRelu>(O::load(h + j)));
+  }
   O::store(dh + j, O::splat(0.0));
 }
 
