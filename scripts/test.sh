@@ -28,7 +28,7 @@ deactivate
 echo "== test environment ($TEST_VENV)"
 rm -rf "$TEST_VENV"
 make_venv "$TEST_VENV"
-python -m pip install -q pytest hypothesis expecttest
+python -m pip install -q pytest hypothesis expecttest matplotlib
 python -m pip install -q --no-deps "$DIST"/fused_rnn-*.whl
 python -m fused_rnn info
 
