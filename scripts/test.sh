@@ -30,11 +30,12 @@ rm -rf "$TEST_VENV"
 make_venv "$TEST_VENV"
 python -m pip install -q pytest hypothesis expecttest matplotlib
 python -m pip install -q --no-deps "$DIST"/fused_rnn-*.whl
-python -m fused_rnn info
 
+# Outside the source tree, so that `import fused_rnn` finds the installed wheel.
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cp -r tests "$WORK/tests"
 cd "$WORK"
 python -c 'import fused_rnn, sys; assert "site-packages" in fused_rnn.__file__, fused_rnn.__file__'
+python -m fused_rnn info
 python -m pytest -q -p no:cacheprovider tests "$@"
