@@ -1,21 +1,30 @@
 // CPU implementation of the LSTM layer ops (argument layout: lstm_args.h).
 //
-// Forward: one GEMM for the input projection of every step, then per step one GEMM
-// (h_prev W_hh^T, accumulated into that step's gate rows) and one fused parallel
-// pass of lstm_forward_elem. Backward walks the steps in reverse with one fused pass
-// and one GEMM per step, then forms dx and every weight gradient as one large GEMM
-// (or sum) over all steps. Nothing is allocated inside the time loops.
+// Forward: one GEMM for the input projection of every step, then the time loop on one
+// team of threads (step_team.h): per step, thread p multiplies h_prev by its packed
+// slice of W_hh (the 4 gate rows of its hidden units) and runs lstm_forward_elem on
+// those units. Backward walks the steps in reverse the same way (its slice of
+// dgates W_hh, then the cell's backward on its units), then forms dx and every weight
+// gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the
+// time loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
+
+#include <deque>
 
 #include "../lstm_args.h"
 #include "../lstm_step.h"
 #include "blas.h"
 #include "layer_util.h"
 #include "pointwise.h"
+#include "step_team.h"
 
 namespace fused_rnn::cpu {
 namespace {
+
+// Per-block slices of one weight matrix, each packed once per call for the T steps.
+template <typename S>
+using Slices = std::deque<PackedB<S>>;
 
 template <typename S>
 void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
@@ -23,53 +32,70 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
                          const std::vector<int64_t>& rows, bool reverse, S* y, S* gates, S* hs,
                          S* cs, S* h_raw) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
+  const bool proj = w_hr != nullptr;
   // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
   gemm<S>(false, true, T * B, G4, I, S(1), x, I, w_ih, I, S(0), gates, G4);
-  // The recurrent weights, packed once for the T per-step GEMMs.
-  const PackedB<S> whh(/*trans_b=*/true, P, G4, w_hh, P, B);
-  const PackedB<S> whr(true, H, P, w_hr, H, w_hr != nullptr ? B : 0);
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = reverse ? T - 1 - s : s;
-    S* g_t = gates + t * B * G4;
+  // Thread p owns hidden units [units.lo(p), units.hi(p)) (their 4 gate columns) and,
+  // with a projection, output columns [outs.lo(p), outs.hi(p)).
+  const int64_t lanes = at::vec::Vectorized<S>::size();
+  const int64_t nb = team_blocks(H, lanes);
+  const UnitBlocks units = split_blocks(H, nb, lanes), outs = split_blocks(P, nb, lanes);
+  Slices<S> whh, whr;  // whh[4p + k]: rows k*H + units of W_hh; whr[p]: rows outs of W_hr
+  for (int64_t p = 0; p < nb; ++p) {
+    for (int64_t k = 0; k < 4; ++k)
+      whh.emplace_back(/*trans_b=*/true, P, units.hi(p) - units.lo(p),
+                       w_hh + (k * H + units.lo(p)) * P, P, B);
+    if (proj) whr.emplace_back(true, H, outs.hi(p) - outs.lo(p), w_hr + outs.lo(p) * H, H, B);
+  }
+  // A step is one phase (gates, cell) or, with a projection, two (then r = h_raw W_hr^T,
+  // which needs every unit of h_raw).
+  const int64_t phases = proj ? 2 : 1;
+  run_steps(T * phases, nb, [&](int64_t sp, int64_t p) {
+    const int64_t s = sp / phases, t = reverse ? T - 1 - s : s;
     const S* h_in = hs + slot_in(t, reverse) * B * P;
     S* h_out = hs + slot_out(t, reverse) * B * P;
+    S* y_t = y + t * B * P;
+    S* hr_t = proj ? h_raw + t * B * H : nullptr;
+    if (sp % phases == 1) {
+      const int64_t lo = outs.lo(p), hi = outs.hi(p);
+      if (lo >= hi) return;
+      whr[p].gemm(rows[t], hr_t, H, S(0), y_t + lo, P);
+      for (int64_t b = 0; b < B; ++b) {
+        if (row_active(len, b, t)) {
+          copy_row(h_out + b * P + lo, y_t + b * P + lo, hi - lo);
+        } else {
+          copy_row(h_out + b * P + lo, h_in + b * P + lo, hi - lo);
+          zero_row(y_t + b * P + lo, hi - lo);
+        }
+      }
+      return;
+    }
+    const int64_t lo = units.lo(p), hi = units.hi(p);
+    if (lo >= hi) return;
+    S* g_t = gates + t * B * G4;
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     S* c_out = cs + slot_out(t, reverse) * B * H;
-    S* y_t = y + t * B * P;
-    S* hr_t = w_hr != nullptr ? h_raw + t * B * H : nullptr;
-    whh.gemm(rows[t], h_in, P, S(1), g_t, G4);
-    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
-      if (!row_active(len, b, t)) {
-        if (lo == 0) {  // a finished row keeps its state and outputs zeros
-          copy_row(h_out + b * P, h_in + b * P, P);
-          copy_row(c_out + b * H, c_in + b * H, H);
-          zero_row(y_t + b * P, P);
-          // dW_hr = dr^T h_raw sums over every row: keep its unused rows finite.
-          if (hr_t != nullptr) zero_row(hr_t + b * H, H);
+    for (int64_t k = 0; k < 4; ++k) whh[4 * p + k].gemm(rows[t], h_in, P, S(1), g_t + k * H + lo, G4);
+    for (int64_t b = 0; b < B; ++b) {
+      if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
+        copy_row(c_out + b * H + lo, c_in + b * H + lo, hi - lo);
+        if (proj) {
+          zero_row(hr_t + b * H + lo, hi - lo);  // dW_hr = dr^T h_raw: keep it finite
+        } else {
+          copy_row(h_out + b * P + lo, h_in + b * P + lo, hi - lo);
+          zero_row(y_t + b * P + lo, hi - lo);
         }
-        return;
+        continue;
       }
       S* g = g_t + b * G4;
-      S* h_dst = hr_t != nullptr ? hr_t + b * H : h_out + b * P;
-      S* y_dst = hr_t != nullptr ? nullptr : y_t + b * P;
+      S* h_dst = proj ? hr_t + b * H : h_out + b * P;
+      S* y_dst = proj ? nullptr : y_t + b * P;
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         lstm_forward_elem<decltype(lane)>(g, bias, c_in + b * H, g, c_out + b * H, h_dst, y_dst,
                                           j, H);
       });
-    });
-    if (w_hr != nullptr) {
-      // r = h_raw W_hr^T is both the output and the next state.
-      whr.gemm(rows[t], hr_t, H, S(0), y_t, P);
-      for (int64_t b = 0; b < B; ++b) {
-        if (row_active(len, b, t)) {
-          copy_row(h_out + b * P, y_t + b * P, P);
-        } else {
-          copy_row(h_out + b * P, h_in + b * P, P);
-          zero_row(y_t + b * P, P);
-        }
-      }
     }
-  }
+  });
 }
 
 template <typename S>
@@ -80,51 +106,73 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
                           S* dr, S* dh_raw, S* dx, S* dw_ih, S* dw_hh, S* dw_hr) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
-  // dL/dh_prev = dgates W_hh and dL/dh_raw = dr W_hr, packed once for the T steps.
-  const PackedB<S> whh(/*trans_b=*/false, G4, P, w_hh, P, B);
-  const PackedB<S> whr(false, P, H, w_hr, H, proj ? B : 0);
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = reverse ? s : T - 1 - s;  // the forward's order, backwards
+  // Thread p owns hidden units `units` and state columns `outs` (the same blocks
+  // without a projection, so dL/dh of its units never leaves the thread).
+  const int64_t lanes = at::vec::Vectorized<S>::size();
+  const int64_t nb = team_blocks(H, lanes);
+  const UnitBlocks units = split_blocks(H, nb, lanes), outs = split_blocks(P, nb, lanes);
+  // whh[p]: columns outs of W_hh for dL/dh_prev = dgates W_hh; whr[p]: columns units of
+  // W_hr for dL/dh_raw = dr W_hr.
+  Slices<S> whh, whr;
+  for (int64_t p = 0; p < nb; ++p) {
+    whh.emplace_back(/*trans_b=*/false, G4, outs.hi(p) - outs.lo(p), w_hh + outs.lo(p), P, B);
+    if (proj) whr.emplace_back(false, P, units.hi(p) - units.lo(p), w_hr + units.lo(p), H, B);
+  }
+  auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
+  // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a
+  // projection also dr = dh + dy. Phase 1 (units): the cell's backward. Without a
+  // projection both run in one phase.
+  const int64_t phases = proj ? 2 : 1;
+  run_steps(T * phases, nb, [&](int64_t sp, int64_t p) {
+    const int64_t s = sp / phases, t = step_of(s);
+    const S* dy_t = dy + t * B * P;
+    S* dr_t = proj ? dr + t * B * P : nullptr;
+    if (sp % phases == 0) {
+      const int64_t lo = outs.lo(p), hi = outs.hi(p);
+      if (lo < hi && s > 0) {
+        const int64_t t_next = step_of(s - 1);  // active rows of dgates there; the rest are 0
+        whh[p].gemm(rows[t_next], dgates + t_next * B * G4, G4, S(1), dh + lo, P);
+      }
+      if (proj && lo < hi) {  // dL/dr of this step, kept for dW_hr
+        for (int64_t b = 0; b < B; ++b) {
+          S* drb = dr_t + b * P;
+          if (!row_active(len, b, t)) {
+            zero_row(drb + lo, hi - lo);
+            continue;
+          }
+          for (int64_t q = lo; q < hi; ++q) {
+            drb[q] = dh[b * P + q] + dy_t[b * P + q];
+            dh[b * P + q] = S(0);
+          }
+        }
+      }
+      if (proj) return;
+    }
+    const int64_t lo = units.lo(p), hi = units.hi(p);
+    if (lo >= hi) return;
+    if (proj) whr[p].gemm(rows[t], dr_t, P, S(0), dh_raw + lo, H);
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     const S* c_out = cs + slot_out(t, reverse) * B * H;
     const S* g_t = gates + t * B * G4;
-    const S* dy_t = dy + t * B * P;
     S* dg_t = dgates + t * B * G4;
-    // With a projection, dL/dr of this step (kept for dW_hr) is pulled back to dL/dh_raw.
-    S* dh_cell = dh;
-    const S* dy_cell = dy_t;
-    if (proj) {
-      S* dr_t = dr + t * B * P;
-      for (int64_t b = 0; b < B; ++b) {
-        if (!row_active(len, b, t)) {
-          zero_row(dr_t + b * P, P);
-          continue;
-        }
-        for (int64_t q = 0; q < P; ++q) {
-          dr_t[b * P + q] = dh[b * P + q] + dy_t[b * P + q];
-          dh[b * P + q] = S(0);
-        }
-      }
-      whr.gemm(rows[t], dr_t, P, S(0), dh_raw, H);
-      dh_cell = dh_raw;
-      dy_cell = nullptr;
-    }
-    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+    for (int64_t b = 0; b < B; ++b) {
       S* da = dg_t + b * G4;
       if (!row_active(len, b, t)) {  // a finished row passes dh and dc through untouched
-        if (lo == 0) zero_row(da, G4);
-        return;
+        for (int64_t k = 0; k < 4; ++k) zero_row(da + k * H + lo, hi - lo);
+        continue;
       }
       const int64_t ro = b * H;
-      S* dhc = dh_cell + ro;
-      const S* dyc = dy_cell != nullptr ? dy_cell + b * P : nullptr;
+      S* dhc = proj ? dh_raw + ro : dh + b * P;
+      const S* dyc = proj ? nullptr : dy_t + b * P;
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         lstm_backward_elem<decltype(lane)>(g_t + b * G4, c_in + ro, c_out + ro, dhc, dyc,
                                            dc + ro, da, j, H);
       });
-    });
-    // dL/dh_prev: active rows were zeroed by the pass, finished rows carry theirs.
-    whh.gemm(rows[t], dg_t, G4, S(1), dh, P);
+    }
+  });
+  if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
+    const int64_t t = step_of(T - 1);
+    gemm<S>(false, false, rows[t], P, G4, S(1), dgates + t * B * G4, G4, w_hh, P, S(1), dh, P);
   }
   const int64_t TB = T * B;
   gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);

@@ -1,0 +1,81 @@
+"""The CPU time loops split the hidden units over a team of threads (csrc/cpu/step_team.h):
+one block per thread, blocks a SIMD vector wide, the last one narrower or empty. Parity
+with torch.nn must not depend on how many blocks there are, on blocks with tails, on
+empty blocks (a projection narrower than the team), or on varlen rows finishing inside
+a block. Thread counts above the core count are fine: OpenMP still runs every block
+at once (the per-step wait needs that), it only shares the cores."""
+import pytest
+import torch
+
+from _cells import CELLS, make, make_state
+from _parity import TOL, assert_same, packed_input
+
+THREADS = (1, 2, 3, 5)
+
+
+@pytest.fixture
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+# hidden sizes: below one float64 vector (4), a tail (10), several blocks with a tail
+# for float32 vectors of 8 as well (37), exact multiples (16)
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+@pytest.mark.parametrize("hidden_size", [3, 10, 16, 37])
+def test_parity_any_team_size(threads, cell, hidden_size):
+    torch.manual_seed(hidden_size)
+    gen = torch.Generator().manual_seed(threads)
+    ref, ours = make(cell, input_size=4, hidden_size=hidden_size, num_layers=2,
+                     bidirectional=True)
+    x = packed_input(6, 5, 4, torch.float64, gen=gen)
+    assert_same(ref, ours, x, make_state(cell, 4, 5, hidden_size, gen=gen), torch.float64)
+
+
+@pytest.mark.parametrize("threads", THREADS, indirect=True)
+@pytest.mark.parametrize("proj_size", [1, 5, 9])
+def test_lstm_projection_any_team_size(threads, proj_size):
+    lstm = CELLS[0]
+    torch.manual_seed(proj_size)
+    gen = torch.Generator().manual_seed(threads)
+    ref, ours = make(lstm, input_size=3, hidden_size=21, proj_size=proj_size,
+                     bidirectional=True)
+    x = packed_input(5, 4, 3, torch.float64, gen=gen)
+    hx = make_state(lstm, 2, 4, 21, proj_size=proj_size, gen=gen)
+    assert_same(ref, ours, x, hx, torch.float64)
+
+
+@pytest.mark.parametrize("threads", (1, 3), indirect=True)
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+@pytest.mark.parametrize("batch", [4, 12])  # float32: few-row kernel and MKL's packed GEMM
+def test_float32_any_team_size(threads, cell, batch):
+    torch.manual_seed(batch)
+    gen = torch.Generator().manual_seed(batch)
+    ref, ours = make(cell, torch.float32, input_size=8, hidden_size=40)
+    x = packed_input(7, batch, 8, torch.float32, gen=gen)
+    assert_same(ref, ours, x, None, torch.float32)
+
+
+def test_results_do_not_depend_on_the_team_size():
+    """One team or three: the same results (up to the rounding of BLAS's own
+    thread-dependent blocking)."""
+    lstm = CELLS[0]
+    _, ours = make(lstm, input_size=5, hidden_size=19)
+    x = torch.randn(8, 3, 5, dtype=torch.float64, requires_grad=True)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            x.grad = None
+            ours.zero_grad()
+            y, (h, c) = ours(x)
+            (y.sum() + h.sum() + c.sum()).backward()
+            results.append([y, h, c, x.grad] + [p.grad for p in ours.parameters()])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
