@@ -1,0 +1,72 @@
+"""The CPU kernels' float32 exp and tanh (csrc/cpu/vec_ops.h, vec_math) are our own
+polynomials, not Sleef's: measured here to stay within a few ulp of the exact values
+over the whole range, and to keep NaN and the infinities as torch does. Read through
+the modules: an RNN with W_ih = 1 and no other weights computes tanh(x), a GRU whose
+only weight feeds the update gate, with h0 = 1, computes sigmoid(x)."""
+import pytest
+import torch
+
+import fused_rnn
+
+F32 = torch.float32
+MAX_ULP = 4  # torch's own float32 sigmoid is 2.3 ulp off here, its tanh 0.5
+
+pytestmark = pytest.mark.skipif(fused_rnn.build_info()["cpu_capability"] == "default",
+                                reason="no SIMD build: the scalar path uses libm")
+
+
+def _grid():
+    pos = torch.logspace(-30, 2, 20000, dtype=torch.float64)
+    return torch.cat([torch.linspace(-100, 100, 200001, dtype=torch.float64),
+                      torch.linspace(-1, 1, 200001, dtype=torch.float64), pos, -pos,
+                      torch.tensor([0.0, 87.0, 88.7, 89.0, -87.0, -88.7, -89.0],
+                                   dtype=torch.float64)]).to(F32)
+
+
+def _tanh(x):
+    m = fused_rnn.RNN(1, 1, nonlinearity="tanh", dtype=F32)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.weight_ih_l0.fill_(1.0)
+        return m(x.view(1, -1, 1))[0].view(-1)
+
+
+def _sigmoid(x):
+    m = fused_rnn.GRU(1, 1, dtype=F32)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.weight_ih_l0[1] = 1.0  # rows r, z, n: only z sees x; n = tanh(0) = 0
+        return m(x.view(1, -1, 1), torch.ones(1, x.numel(), 1))[0].view(-1)
+
+
+def _ulps(y, exact):
+    ref = exact.to(F32).abs()
+    ulp = (torch.nextafter(ref, torch.tensor(float("inf"))) - ref).double()
+    ulp = ulp.clamp(min=torch.finfo(F32).tiny)
+    return (y.double() - exact).abs() / ulp
+
+
+@pytest.mark.parametrize("fn,exact", [(_tanh, torch.tanh), (_sigmoid, torch.sigmoid)],
+                         ids=["tanh", "sigmoid"])
+def test_within_a_few_ulp(fn, exact):
+    x = _grid()
+    err = _ulps(fn(x), exact(x.double()))
+    worst = int(err.argmax())
+    assert err.max() <= MAX_ULP, f"{err.max():.2f} ulp at x = {x[worst].item()!r}"
+
+
+def test_tanh_specials():
+    x = torch.tensor([float("inf"), -float("inf"), float("nan"), 1e-40, 20.0, -20.0])
+    y = _tanh(x)
+    assert y[:2].tolist() == [1.0, -1.0]
+    assert torch.isnan(y[2])
+    assert y[3].item() == pytest.approx(1e-40, rel=1e-3)
+    assert y[4:].tolist() == [1.0, -1.0]
+
+
+def test_sigmoid_saturates_exactly():
+    y = _sigmoid(torch.tensor([100.0, -100.0, 1e4, -1e4, float("nan")]))
+    assert y[:4].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert torch.isnan(y[4])
