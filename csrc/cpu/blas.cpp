@@ -100,25 +100,37 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMa
 bool fits_int(int64_t v) { return v >= 0 && v < INT_MAX; }
 }  // namespace
 
-bool packed_gemm_enabled() {
+namespace {
+bool have_mkl_packing() {
   static const bool have = &cblas_sgemm_pack_get_size != nullptr &&
                           &cblas_sgemm_pack != nullptr && &cblas_sgemm_compute != nullptr;
-  // Read per call (once per layer op, not per step) so a benchmark can flip it in-process.
-  const char* env = std::getenv("FUSED_RNN_PACKED_GEMM");
-  return have && !(env != nullptr && std::strcmp(env, "0") == 0);
+  return have;
 }
+
+// Read per call (once per layer op, not per step) so a benchmark can flip it in-process.
+bool packing_switched_on() {
+  const char* env = std::getenv("FUSED_RNN_PACKED_GEMM");
+  return !(env != nullptr && std::strcmp(env, "0") == 0);
+}
+}  // namespace
+
+bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on(); }
 
 template <typename T>
 PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m)
     : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B) {
   if constexpr (sizeof(T) == 4) {
-    if (!packed_gemm_enabled() || B == nullptr || k == 0 || n == 0) return;
-    if (max_m <= kSmallGemmMaxRows) {
-      small_ = trans_b;  // h W^T with few rows: small_gemm_nt streams W itself
+    if (!packing_switched_on() || B == nullptr || k == 0 || n == 0) return;
+    if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
+    if (max_m <= kSmallGemmMaxRows) {  // few rows: our register-blocked panels
+      small_ = true;
+      buf_ = at::empty({small_panels_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
+      small_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());
       return;
     }
-    if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
-    if (!fits_int(k) || !fits_int(n) || !fits_int(ldb_) || !fits_int(max_m)) return;
+    if (!have_mkl_packing() || !fits_int(k) || !fits_int(n) || !fits_int(ldb_) ||
+        !fits_int(max_m))
+      return;
     const int M = static_cast<int>(max_m), N = static_cast<int>(n), K = static_cast<int>(k);
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, M, N, K);
     buf_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))},
@@ -135,8 +147,8 @@ void PackedB<T>::gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t 
   if (m == 0) return;
   if constexpr (sizeof(T) == 4) {
     if (small_) {
-      small_gemm_nt(m, n_, k_, A, lda < k_ ? k_ : lda, B_, ldb_ < k_ ? k_ : ldb_, beta, C,
-                    ldc < n_ ? n_ : ldc);
+      small_gemm_packed(m, n_, k_, reinterpret_cast<const float*>(A), lda,
+                        buf_.data_ptr<float>(), beta, reinterpret_cast<float*>(C), ldc);
       return;
     }
     // MKL documents the packed B for the m it was packed with; fewer rows (a varlen

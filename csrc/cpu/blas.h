@@ -23,8 +23,8 @@ const char* blas_backend();
 // benchmarks/NOTES.md). Packs only float32, only with MKL's cblas_sgemm_pack/compute
 // exported by libtorch, and only when A has enough rows for packing to pay
 // (max_m >= kPackMinRows); otherwise gemm() forwards to the plain gemm() above. The
-// caller keeps B alive and unchanged while this object lives. With max_m <= 8 rows and
-// trans_b (the forward's h W^T), float32 runs small_gemm_nt (small_gemm.h) instead.
+// caller keeps B alive and unchanged while this object lives. With max_m <= 8 rows,
+// float32 packs into small_gemm.h's panels instead (no MKL needed).
 template <typename T>
 class PackedB {
  public:
@@ -43,11 +43,12 @@ class PackedB {
   int64_t k_, n_, ldb_, max_m_;
   const T* B_;
   at::Tensor buf_;      // MKL's packed copy of op(B), or undefined
-  bool small_ = false;  // few rows of h W^T: small_gemm_nt instead of BLAS
+  bool small_ = false;  // buf_ holds small_gemm.h panels, not MKL's packed B
 };
 
-// Whether PackedB packs at all (MKL present and the environment variable
-// FUSED_RNN_PACKED_GEMM is not "0"; the switch exists to measure the difference).
+// Whether PackedB uses MKL's packing for 9+ rows (MKL present and the environment
+// variable FUSED_RNN_PACKED_GEMM is not "0"; the switch, which also turns off the
+// few-row panels, exists to measure the difference).
 bool packed_gemm_enabled();
 
 }  // namespace fused_rnn::cpu
