@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_rnn
 
-PACKED_B = 12  # > PackedB::kPackMinRows - 1, so float32 takes the packed path
+PACKED_B = 12  # > 8 rows: float32 takes the 9+-row packed path (panels or MKL)
 
 
 def _pair(dtype, **kw):

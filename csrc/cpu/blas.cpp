@@ -1,5 +1,5 @@
 #include "blas.h"
-#include "small_gemm.h"
+#include "panel_gemm.h"
 
 #include <ATen/ATen.h>
 
@@ -122,10 +122,10 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
   if constexpr (sizeof(T) == 4) {
     if (!packing_switched_on() || B == nullptr || k == 0 || n == 0) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
-    if (max_m <= kSmallGemmMaxRows) {  // few rows: our register-blocked panels
-      small_ = true;
-      buf_ = at::empty({small_panels_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
-      small_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());
+    if (panel_gemm_suits(max_m, k)) {
+      panels_ = true;
+      buf_ = at::empty({panel_buffer_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
+      panel_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());
       return;
     }
     if (!have_mkl_packing() || !fits_int(k) || !fits_int(n) || !fits_int(ldb_) ||
@@ -146,9 +146,9 @@ void PackedB<T>::gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t 
   TORCH_INTERNAL_ASSERT(m <= max_m_, "PackedB::gemm: m = ", m, " > max_m = ", max_m_);
   if (m == 0) return;
   if constexpr (sizeof(T) == 4) {
-    if (small_) {
-      small_gemm_packed(m, n_, k_, reinterpret_cast<const float*>(A), lda,
-                        buf_.data_ptr<float>(), beta, reinterpret_cast<float*>(C), ldc);
+    if (panels_) {
+      panel_gemm(m, n_, k_, reinterpret_cast<const float*>(A), lda, buf_.data_ptr<float>(), beta,
+                 reinterpret_cast<float*>(C), ldc);
       return;
     }
     // MKL documents the packed B for the m it was packed with; fewer rows (a varlen

@@ -18,18 +18,15 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 const char* blas_backend();
 
 // The B operand of many GEMMs C[m, n] = A[m, k] op(B) + beta * C that share it, as in
-// a time loop's per-step h W^T: packed once into MKL's internal layout, so each step
-// skips re-packing B (measured: B=16, H=256 per-step GEMM 142 -> 258 GFLOP/s; see
-// benchmarks/NOTES.md). Packs only float32, only with MKL's cblas_sgemm_pack/compute
-// exported by libtorch, and only when A has enough rows for packing to pay
-// (max_m >= kPackMinRows); otherwise gemm() forwards to the plain gemm() above. The
-// caller keeps B alive and unchanged while this object lives. With max_m <= 8 rows,
-// float32 packs into small_gemm.h's panels instead (no MKL needed).
+// a time loop's per-step h W^T: packed once per layer call, so no step re-packs it.
+// float32 only: into panel_gemm.h's panels where they suit (few rows, or a panel that
+// fits L1; faster than MKL there), else into MKL's packed layout when libtorch exports
+// cblas_sgemm_pack/compute. Otherwise (float64, no MKL, FUSED_RNN_PACKED_GEMM=0) gemm()
+// forwards to the plain gemm() above. The caller keeps B alive and unchanged while this
+// object lives.
 template <typename T>
 class PackedB {
  public:
-  static constexpr int64_t kPackMinRows = 9;
-
   PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m);
   PackedB(const PackedB&) = delete;
   PackedB& operator=(const PackedB&) = delete;
@@ -43,7 +40,7 @@ class PackedB {
   int64_t k_, n_, ldb_, max_m_;
   const T* B_;
   at::Tensor buf_;      // MKL's packed copy of op(B), or undefined
-  bool small_ = false;  // buf_ holds small_gemm.h panels, not MKL's packed B
+  bool panels_ = false;  // buf_ holds panel_gemm.h panels, not MKL's packed B
 };
 
 // Whether PackedB uses MKL's packing for 9+ rows (MKL present and the environment

@@ -1,11 +1,13 @@
 // CPU implementation of the GRU layer ops (argument layout: gru_args.h).
 //
-// Forward: one GEMM for the input projection of every step, then per step one GEMM
-// (h_prev W_hh^T into a scratch row block, kept apart from the input projection since
-// r scales its n block) and one fused parallel pass of gru_forward_elem. Backward walks
-// the steps in reverse with one fused pass and one GEMM per step (dh_prev += dgh W_hh),
-// then forms dx and every weight gradient as one large GEMM (or sum) over all steps.
-// Nothing is allocated inside the time loops.
+// Forward: one GEMM for the input projection of every step, then the time loop on one
+// team of threads (step_team.h): per step, thread p multiplies h_prev by its packed
+// slice of W_hh (the 3 gate rows of its hidden units) into a scratch row block, kept
+// apart from the input projection since r scales its n block, and runs
+// gru_forward_elem on those units. Backward walks the steps in reverse the same way
+// (dh_prev += dgh W_hh for its units, then the cell's backward), then forms dx and
+// every weight gradient as one large GEMM (or sum) over all steps. Nothing is
+// allocated inside the time loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -13,7 +15,9 @@
 #include "../gru_step.h"
 #include "blas.h"
 #include "layer_util.h"
-#include "pointwise.h"
+#include "recurrent_slices.h"
+#include "step_team.h"
+#include "vec_ops.h"
 
 namespace fused_rnn::cpu {
 namespace {
@@ -27,31 +31,33 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once; the pass overwrites it with
   // the activations.
   gemm<S>(false, true, T * B, G3, I, S(1), x, I, w_ih, I, S(0), gates, G3);
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = reverse ? T - 1 - s : s;
+  // Thread p owns hidden units [lo, hi): their 3 gate columns of gh and of gates.
+  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
+  const GateRowSlices<S> whh(w_hh, 3, H, H, units, B);
+  run_steps(T, units.count, [&](int64_t s, int64_t p) {
+    const int64_t t = reverse ? T - 1 - s : s, lo = units.lo(p), hi = units.hi(p);
+    if (lo >= hi) return;
     S* g_t = gates + t * B * G3;
     S* hn_t = hn + t * B * H;
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
     S* y_t = y + t * B * H;
-    gemm<S>(false, true, rows[t], G3, H, S(1), h_in, H, w_hh, H, S(0), gh, G3);
-    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
-      if (!row_active(len, b, t)) {
-        if (lo == 0) {  // a finished row keeps its state and outputs zeros
-          copy_row(h_out + b * H, h_in + b * H, H);
-          zero_row(y_t + b * H, H);
-          zero_row(g_t + b * G3, G3);  // saved tensors stay deterministic
-          zero_row(hn_t + b * H, H);
-        }
-        return;
+    whh.gemm(p, rows[t], h_in, H, S(0), gh, G3);
+    for (int64_t b = 0; b < B; ++b) {
+      if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
+        copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
+        zero_row(y_t + b * H + lo, hi - lo);
+        for (int64_t k = 0; k < 3; ++k) zero_row(g_t + b * G3 + k * H + lo, hi - lo);
+        zero_row(hn_t + b * H + lo, hi - lo);  // saved tensors stay deterministic
+        continue;
       }
       S* g = g_t + b * G3;
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         gru_forward_elem<decltype(lane)>(g, gh + b * G3, b_ih, b_hh, h_in + b * H, g,
                                          hn_t + b * H, h_out + b * H, y_t + b * H, j, H);
       });
-    });
-  }
+    }
+  });
 }
 
 template <typename S>
@@ -60,30 +66,41 @@ void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
                          bool reverse, const S* gates, const S* hs, const S* hn, S* dh, S* dgi,
                          S* dgh, S* dx, S* dw_ih, S* dw_hh) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = reverse ? s : T - 1 - s;  // the forward's order, backwards
+  // Thread p owns hidden units [lo, hi): its columns of dh (dgh W_hh) and its cells.
+  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
+  const ColumnSlices<S> whh(w_hh, G3, H, units, B);
+  auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
+  run_steps(T, units.count, [&](int64_t s, int64_t p) {
+    const int64_t t = step_of(s), lo = units.lo(p), hi = units.hi(p);
+    if (lo >= hi) return;
+    if (s > 0) {  // dL/dh_prev of the step after this one: its pass left dh_tot * z in dh
+      const int64_t t_next = step_of(s - 1);  // active rows of dgh there; the rest are 0
+      whh.gemm(p, rows[t_next], dgh + t_next * B * G3, G3, S(1), dh, H);
+    }
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     const S* g_t = gates + t * B * G3;
     const S* hn_t = hn + t * B * H;
     const S* dy_t = dy + t * B * H;
     S* dgi_t = dgi + t * B * G3;
     S* dgh_t = dgh + t * B * G3;
-    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+    for (int64_t b = 0; b < B; ++b) {
       if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
-        if (lo == 0) {
-          zero_row(dgi_t + b * G3, G3);
-          zero_row(dgh_t + b * G3, G3);
+        for (int64_t k = 0; k < 3; ++k) {
+          zero_row(dgi_t + b * G3 + k * H + lo, hi - lo);
+          zero_row(dgh_t + b * G3 + k * H + lo, hi - lo);
         }
-        return;
+        continue;
       }
       const int64_t ro = b * H;
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         gru_backward_elem<decltype(lane)>(g_t + b * G3, hn_t + ro, h_in + ro, dh + ro,
                                           dy_t + ro, dgi_t + b * G3, dgh_t + b * G3, j, H);
       });
-    });
-    // dL/dh_prev: the pass left dh_tot * z in active rows, finished rows carry theirs.
-    gemm<S>(false, false, rows[t], H, G3, S(1), dgh_t, G3, w_hh, H, S(1), dh, H);
+    }
+  });
+  if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
+    const int64_t t = step_of(T - 1);
+    gemm<S>(false, false, rows[t], H, G3, S(1), dgh + t * B * G3, G3, w_hh, H, S(1), dh, H);
   }
   const int64_t TB = T * B;
   gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);

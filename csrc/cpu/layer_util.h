@@ -1,9 +1,12 @@
 // What the CPU layer ops of every cell share: where a step reads and writes its state,
-// which rows are still running, and the dtype the kernels compute in.
+// which rows are still running, copying and clearing rows, and the dtype the kernels
+// compute in.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
 
 namespace fused_rnn::cpu {
@@ -14,6 +17,16 @@ inline int64_t slot_out(int64_t t, bool reverse) { return reverse ? t : t + 1; }
 
 inline bool row_active(const int64_t* len, int64_t b, int64_t t) {
   return len == nullptr || len[b] > t;
+}
+
+template <typename S>
+inline void copy_row(S* dst, const S* src, int64_t n) {
+  std::memcpy(dst, src, sizeof(S) * n);
+}
+
+template <typename S>
+inline void zero_row(S* dst, int64_t n) {
+  std::fill(dst, dst + n, S(0));
 }
 
 // bfloat16 runs in float32 (so states accumulate in float32).

@@ -10,21 +10,16 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <deque>
-
 #include "../lstm_args.h"
 #include "../lstm_step.h"
 #include "blas.h"
 #include "layer_util.h"
-#include "pointwise.h"
+#include "recurrent_slices.h"
 #include "step_team.h"
+#include "vec_ops.h"
 
 namespace fused_rnn::cpu {
 namespace {
-
-// Per-block slices of one weight matrix, each packed once per call for the T steps.
-template <typename S>
-using Slices = std::deque<PackedB<S>>;
 
 template <typename S>
 void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
@@ -40,13 +35,8 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const int64_t lanes = at::vec::Vectorized<S>::size();
   const int64_t nb = team_blocks(H, lanes);
   const UnitBlocks units = split_blocks(H, nb, lanes), outs = split_blocks(P, nb, lanes);
-  Slices<S> whh, whr;  // whh[4p + k]: rows k*H + units of W_hh; whr[p]: rows outs of W_hr
-  for (int64_t p = 0; p < nb; ++p) {
-    for (int64_t k = 0; k < 4; ++k)
-      whh.emplace_back(/*trans_b=*/true, P, units.hi(p) - units.lo(p),
-                       w_hh + (k * H + units.lo(p)) * P, P, B);
-    if (proj) whr.emplace_back(true, H, outs.hi(p) - outs.lo(p), w_hr + outs.lo(p) * H, H, B);
-  }
+  const GateRowSlices<S> whh(w_hh, 4, H, P, units, B);
+  const GateRowSlices<S> whr(w_hr, 1, P, H, outs, B);
   // A step is one phase (gates, cell) or, with a projection, two (then r = h_raw W_hr^T,
   // which needs every unit of h_raw).
   const int64_t phases = proj ? 2 : 1;
@@ -59,7 +49,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     if (sp % phases == 1) {
       const int64_t lo = outs.lo(p), hi = outs.hi(p);
       if (lo >= hi) return;
-      whr[p].gemm(rows[t], hr_t, H, S(0), y_t + lo, P);
+      whr.gemm(p, rows[t], hr_t, H, S(0), y_t, P);
       for (int64_t b = 0; b < B; ++b) {
         if (row_active(len, b, t)) {
           copy_row(h_out + b * P + lo, y_t + b * P + lo, hi - lo);
@@ -75,7 +65,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     S* g_t = gates + t * B * G4;
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     S* c_out = cs + slot_out(t, reverse) * B * H;
-    for (int64_t k = 0; k < 4; ++k) whh[4 * p + k].gemm(rows[t], h_in, P, S(1), g_t + k * H + lo, G4);
+    whh.gemm(p, rows[t], h_in, P, S(1), g_t, G4);
     for (int64_t b = 0; b < B; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(c_out + b * H + lo, c_in + b * H + lo, hi - lo);
@@ -111,13 +101,10 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
   const int64_t lanes = at::vec::Vectorized<S>::size();
   const int64_t nb = team_blocks(H, lanes);
   const UnitBlocks units = split_blocks(H, nb, lanes), outs = split_blocks(P, nb, lanes);
-  // whh[p]: columns outs of W_hh for dL/dh_prev = dgates W_hh; whr[p]: columns units of
-  // W_hr for dL/dh_raw = dr W_hr.
-  Slices<S> whh, whr;
-  for (int64_t p = 0; p < nb; ++p) {
-    whh.emplace_back(/*trans_b=*/false, G4, outs.hi(p) - outs.lo(p), w_hh + outs.lo(p), P, B);
-    if (proj) whr.emplace_back(false, P, units.hi(p) - units.lo(p), w_hr + units.lo(p), H, B);
-  }
+  // Block p's columns `outs` of W_hh for dL/dh_prev = dgates W_hh, and its columns
+  // `units` of W_hr for dL/dh_raw = dr W_hr.
+  const ColumnSlices<S> whh(w_hh, G4, P, outs, B);
+  const ColumnSlices<S> whr(w_hr, P, H, units, B);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a
   // projection also dr = dh + dy. Phase 1 (units): the cell's backward. Without a
@@ -131,7 +118,7 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
       const int64_t lo = outs.lo(p), hi = outs.hi(p);
       if (lo < hi && s > 0) {
         const int64_t t_next = step_of(s - 1);  // active rows of dgates there; the rest are 0
-        whh[p].gemm(rows[t_next], dgates + t_next * B * G4, G4, S(1), dh + lo, P);
+        whh.gemm(p, rows[t_next], dgates + t_next * B * G4, G4, S(1), dh, P);
       }
       if (proj && lo < hi) {  // dL/dr of this step, kept for dW_hr
         for (int64_t b = 0; b < B; ++b) {
@@ -150,7 +137,7 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
     }
     const int64_t lo = units.lo(p), hi = units.hi(p);
     if (lo >= hi) return;
-    if (proj) whr[p].gemm(rows[t], dr_t, P, S(0), dh_raw + lo, H);
+    if (proj) whr.gemm(p, rows[t], dr_t, P, S(0), dh_raw, H);
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     const S* c_out = cs + slot_out(t, reverse) * B * H;
     const S* g_t = gates + t * B * G4;

@@ -1,10 +1,11 @@
 // CPU implementation of the Elman RNN layer ops (argument layout: rnn_args.h).
 //
-// Forward: one GEMM writes the input projection of every step into y, then per step
-// one GEMM adds h_prev W_hh^T to that step's rows of y and one fused parallel pass
-// turns them into the new state, in place (y is its own pre-activation buffer).
-// Backward walks the steps in reverse with one fused pass and one GEMM per step,
-// then forms dx and every weight gradient as one large GEMM (or sum) over all steps.
+// Forward: one GEMM writes the input projection of every step into y, then the time
+// loop on one team of threads (step_team.h): per step, thread p adds h_prev times its
+// packed rows of W_hh to its columns of y and turns them into the new state, in place
+// (y is its own pre-activation buffer). Backward walks the steps in reverse the same
+// way, then forms dx and every weight gradient as one large GEMM (or sum) over all
+// steps.
 // Nothing is allocated inside the time loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -15,7 +16,9 @@
 #include "../rnn_step.h"
 #include "blas.h"
 #include "layer_util.h"
-#include "pointwise.h"
+#include "recurrent_slices.h"
+#include "step_team.h"
+#include "vec_ops.h"
 
 namespace fused_rnn::cpu {
 namespace {
@@ -27,27 +30,29 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // y[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
   gemm<S>(false, true, T * B, H, I, S(1), x, I, w_ih, I, S(0), y, H);
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = reverse ? T - 1 - s : s;
+  // Thread p owns hidden units [lo, hi): its rows of W_hh and its columns of y and h.
+  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
+  const GateRowSlices<S> whh(w_hh, 1, H, H, units, B);
+  run_steps(T, units.count, [&](int64_t s, int64_t p) {
+    const int64_t t = reverse ? T - 1 - s : s, lo = units.lo(p), hi = units.hi(p);
+    if (lo >= hi) return;
     S* y_t = y + t * B * H;
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
-    gemm<S>(false, true, rows[t], H, H, S(1), h_in, H, w_hh, H, S(1), y_t, H);
-    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+    whh.gemm(p, rows[t], h_in, H, S(1), y_t, H);
+    for (int64_t b = 0; b < B; ++b) {
       S* y_row = y_t + b * H;
-      if (!row_active(len, b, t)) {
-        if (lo == 0) {  // a finished row keeps its state and outputs zeros
-          copy_row(h_out + b * H, h_in + b * H, H);
-          zero_row(y_row, H);
-        }
-        return;
+      if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
+        copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
+        zero_row(y_row + lo, hi - lo);
+        continue;
       }
       S* h_row = h_out + b * H;
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         rnn_forward_elem<decltype(lane), kRelu>(y_row, bias, h_row, y_row, j);
       });
-    });
-  }
+    }
+  });
 }
 
 template <typename S, bool kRelu>
@@ -55,16 +60,25 @@ void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
                          const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
                          bool reverse, const S* hs, S* dh, S* da, S* dx, S* dw_ih, S* dw_hh) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = reverse ? s : T - 1 - s;  // the forward's order, backwards
+  // Thread p owns hidden units [lo, hi): its columns of dh (da W_hh) and its cells.
+  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
+  const ColumnSlices<S> whh(w_hh, H, H, units, B);
+  auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
+  run_steps(T, units.count, [&](int64_t s, int64_t p) {
+    const int64_t t = step_of(s), lo = units.lo(p), hi = units.hi(p);
+    if (lo >= hi) return;
+    if (s > 0) {  // dL/dh_prev of the step after this one; its pass zeroed active rows
+      const int64_t t_next = step_of(s - 1);  // active rows of da there; the rest are 0
+      whh.gemm(p, rows[t_next], da + t_next * B * H, H, S(1), dh, H);
+    }
     const S* h_t = hs + slot_out(t, reverse) * B * H;
     const S* dy_t = dy + t * B * H;
     S* da_t = da + t * B * H;
-    parallel_rows<S>(B, H, [&](int64_t b, int64_t lo, int64_t hi) {
+    for (int64_t b = 0; b < B; ++b) {
       S* da_row = da_t + b * H;
       if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
-        if (lo == 0) zero_row(da_row, H);
-        return;
+        zero_row(da_row + lo, hi - lo);
+        continue;
       }
       const S* h_row = h_t + b * H;
       S* dh_row = dh + b * H;
@@ -72,9 +86,11 @@ void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         rnn_backward_elem<decltype(lane), kRelu>(h_row, dh_row, dy_row, da_row, j);
       });
-    });
-    // dL/dh_prev: active rows were zeroed by the pass, finished rows carry theirs.
-    gemm<S>(false, false, rows[t], H, H, S(1), da_t, H, w_hh, H, S(1), dh, H);
+    }
+  });
+  if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
+    const int64_t t = step_of(T - 1);
+    gemm<S>(false, false, rows[t], H, H, S(1), da + t * B * H, H, w_hh, H, S(1), dh, H);
   }
   const int64_t TB = T * B;
   gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);

@@ -52,6 +52,11 @@ inline int64_t team_blocks(int64_t H, int64_t align) {
   return std::max<int64_t>(1, std::min(threads, vectors));
 }
 
+// H hidden units in team_blocks(H, align) blocks.
+inline UnitBlocks team_units(int64_t H, int64_t align) {
+  return split_blocks(H, team_blocks(H, align), align);
+}
+
 namespace detail {
 inline void spin_pause() {
 #if defined(__x86_64__) || defined(_M_X64)

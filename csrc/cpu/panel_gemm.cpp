@@ -1,4 +1,4 @@
-#include "small_gemm.h"
+#include "panel_gemm.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
@@ -11,7 +11,7 @@ namespace {
 
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kL = Vec::size();
-constexpr int64_t kPanel = 2 * kL;  // columns per panel: two vectors
+constexpr int64_t kPanel = 2 * kL;  // kPanelColumns: two vectors
 constexpr int kRowBlock = 4;        // rows per pass: 2 x 4 accumulators stay in registers
 
 // One row of C for one panel of `cols` <= kPanel columns: C = (lo, hi) + beta * C.
@@ -87,10 +87,14 @@ constexpr PanelFn kPanelRows[] = {nullptr, &panel_rows<1>, &panel_rows<2>, &pane
 
 }  // namespace
 
-int64_t small_panels_size(int64_t k, int64_t n) { return (n + kPanel - 1) / kPanel * kPanel * k; }
+bool panel_gemm_suits(int64_t m, int64_t k) {
+  constexpr int64_t kL1Bytes = 32 * 1024;
+  return m <= 8 || (m <= 128 && kPanel * k * int64_t(sizeof(float)) <= kL1Bytes);
+}
 
-void small_pack(bool trans_b, int64_t k, int64_t n, const float* B, int64_t ldb,
-                float* panels) {
+int64_t panel_buffer_size(int64_t k, int64_t n) { return (n + kPanel - 1) / kPanel * kPanel * k; }
+
+void panel_pack(bool trans_b, int64_t k, int64_t n, const float* B, int64_t ldb, float* panels) {
   const int64_t n_panels = (n + kPanel - 1) / kPanel;
   for (int64_t q = 0; q < n_panels; ++q) {
     float* panel = panels + q * kPanel * k;
@@ -104,9 +108,8 @@ void small_pack(bool trans_b, int64_t k, int64_t n, const float* B, int64_t ldb,
   }
 }
 
-void small_gemm_packed(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
-                       const float* panels, float beta, float* C, int64_t ldc) {
-  TORCH_INTERNAL_ASSERT(m >= 0 && m <= kSmallGemmMaxRows, "small_gemm_packed: m = ", m);
+void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
+                const float* panels, float beta, float* C, int64_t ldc) {
   if (m == 0 || n == 0) return;
   const int64_t n_panels = (n + kPanel - 1) / kPanel;
   // A thread gets at least ~64k multiply-adds: below that waking it costs more.

@@ -1,0 +1,30 @@
+// The per-step products of the CPU time loops, C = A op(B) + beta * C, for the row
+// counts and widths a recurrent step has (a batch of rows, one hidden layer wide):
+//   C[m, n] = A[m, k] op(B)[k, n] + beta * C,  row-major.
+// op(B) is packed once per layer call into panels of kPanelColumns columns (for each k
+// row, the panel's columns contiguous, zero-padded at the edge). Each step then takes
+// the panels in order and, per block of 4 rows of A, keeps 4 x kPanelColumns sums in
+// registers while the panel (k x kPanelColumns floats) stays in L1. Measured against
+// MKL's packed sgemm (benchmarks/NOTES.md): 2-3x at m <= 8, where sgemm re-packs on
+// every call, and 1.1-1.4x at m = 9..128 with k <= 512. float32 only.
+#pragma once
+
+#include <cstdint>
+
+namespace fused_rnn::cpu {
+
+// Where the panels pay (see blas.cpp): any m with a panel that fits L1, few rows always.
+bool panel_gemm_suits(int64_t m, int64_t k);
+
+// Floats needed for the panels of a k x n op(B).
+int64_t panel_buffer_size(int64_t k, int64_t n);
+
+// op(B) = B^T when trans_b (B is [n, k] with leading dimension ldb), else B ([k, n]).
+void panel_pack(bool trans_b, int64_t k, int64_t n, const float* B, int64_t ldb, float* panels);
+
+// C = A op(B) + beta * C from packed panels; C is not read when beta == 0. Parallel
+// over panels when large enough (inline when called inside a parallel region).
+void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
+                const float* panels, float beta, float* C, int64_t ldc);
+
+}  // namespace fused_rnn::cpu
