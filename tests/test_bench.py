@@ -114,6 +114,13 @@ def test_suite_and_shape_options_conflict():
         cli.main(["--suite", "quick", "--batch", "3"])
 
 
+def test_missing_output_folder_fails_before_timing(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "run_case", lambda *a, **k: pytest.fail("timed before failing"))
+    with pytest.raises(SystemExit, match="does not exist"):
+        cli.main(["--cell", "lstm", "--seq-len", "2", "--batch", "1", "--hidden-size", "2",
+                  "--device", "cpu", "--json", str(tmp_path / "no" / "such" / "r.json")])
+
+
 def test_plot_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
     p = tmp_path / "s.png"

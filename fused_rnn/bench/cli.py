@@ -1,5 +1,6 @@
 """Command line of fused-rnn-bench: parse options, build the cases, run, report."""
 import argparse
+import os
 import shlex
 import sys
 
@@ -87,6 +88,12 @@ def _validate(args):
             raise SystemExit(f"fused-rnn-bench: --{k.replace('_', '-')} must be >= 1, got {v}")
     if args.proj_size < 0 or args.warmup is not None and args.warmup < 0:
         raise SystemExit("fused-rnn-bench: --proj-size and --warmup must be >= 0")
+    # Output folders are checked before minutes of timing, not after.
+    for k in ("json", "csv", "markdown", "plot"):
+        path = getattr(args, k)
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise SystemExit(f"fused-rnn-bench: --{k} {path}: folder {folder} does not exist")
 
 
 def _line(r):
