@@ -37,6 +37,71 @@ void check_input(const char* op, const at::Tensor& x) {
               x.device());
 }
 
+namespace {
+// How torch names the rows of a weight with G gate blocks.
+std::string gate_rows(int64_t G) {
+  return G == 1 ? "hidden_size" : std::to_string(G) + "*hidden_size";
+}
+}  // namespace
+
+LayerDims check_layer_weights(const char* op, const at::Tensor& x, const at::Tensor& w_ih,
+                              const at::Tensor& w_hh, int64_t G,
+                              const std::optional<at::Tensor>& w_hr) {
+  check_input(op, x);
+  LayerDims d;
+  d.G = G;
+  d.T = x.size(0);
+  d.B = x.size(1);
+  d.I = x.size(2);
+  const std::string rows = gate_rows(G);
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % G == 0 && w_ih.size(0) > 0, op,
+              ": w_ih must be 2-D [", rows, ", input_size] with hidden_size > 0, got ",
+              shape_str(w_ih.sizes()));
+  d.H = w_ih.size(0) / G;
+  check_like(op, "w_ih", w_ih, "x", x);
+  check_shape(op, "w_ih", w_ih, {G * d.H, d.I}, ("[" + rows + ", input_size]").c_str());
+  const bool proj = w_hr.has_value() && w_hr->defined();
+  d.P = d.H;
+  if (proj) {
+    check_like(op, "w_hr", *w_hr, "x", x);
+    TORCH_CHECK(w_hr->dim() == 2 && w_hr->size(0) > 0, op,
+                ": w_hr must be 2-D [proj_size, hidden_size] with proj_size > 0, got ",
+                shape_str(w_hr->sizes()));
+    d.P = w_hr->size(0);
+    check_shape(op, "w_hr", *w_hr, {d.P, d.H}, "[proj_size, hidden_size]");
+  }
+  check_like(op, "w_hh", w_hh, "x", x);
+  check_shape(op, "w_hh", w_hh, {G * d.H, d.P},
+              ("[" + rows + (proj ? ", proj_size]" : ", hidden_size]")).c_str());
+  return d;
+}
+
+void check_biases(const char* op, const std::optional<at::Tensor>& b_ih,
+                  const std::optional<at::Tensor>& b_hh, const at::Tensor& x,
+                  const LayerDims& d) {
+  const bool has_ih = b_ih.has_value() && b_ih->defined();
+  const bool has_hh = b_hh.has_value() && b_hh->defined();
+  TORCH_CHECK(has_ih == has_hh, op, ": b_ih and b_hh must both be given or both be None");
+  if (!has_ih) return;
+  const std::string meaning = "[" + gate_rows(d.G) + "]";
+  check_like(op, "b_ih", *b_ih, "x", x);
+  check_like(op, "b_hh", *b_hh, "x", x);
+  check_shape(op, "b_ih", *b_ih, {d.G * d.H}, meaning.c_str());
+  check_shape(op, "b_hh", *b_hh, {d.G * d.H}, meaning.c_str());
+}
+
+at::ScalarType saved_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 && x.is_cpu() ? at::kFloat : x.scalar_type();
+}
+
+void check_saved(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype,
+                 const at::Tensor& x, std::vector<int64_t> expected, const char* meaning) {
+  TORCH_CHECK(t.scalar_type() == dtype && t.device() == x.device(), op, ": saved tensor ", name,
+              " must be ", dtype, " on ", x.device(), ", got ", t.scalar_type(), " on ",
+              t.device());
+  check_shape(op, name, t, std::move(expected), meaning);
+}
+
 void check_lengths(const char* op, const std::optional<at::Tensor>& lengths, int64_t T,
                    int64_t B) {
   if (!lengths.has_value() || !lengths->defined()) return;

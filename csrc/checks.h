@@ -33,6 +33,25 @@ void check_like(const char* op, const char* name, const at::Tensor& t,
 // x is [T, B, I] floating point of a supported dtype on a supported device.
 void check_input(const char* op, const at::Tensor& x);
 
+// x, then w_ih [G*H, I] (which gives H) and w_hh [G*H, P], with P = H unless w_hr
+// [P, H] projects the state (the LSTM's proj_size): every size of a layer, checked.
+LayerDims check_layer_weights(const char* op, const at::Tensor& x, const at::Tensor& w_ih,
+                              const at::Tensor& w_hh, int64_t G,
+                              const std::optional<at::Tensor>& w_hr = std::nullopt);
+
+// b_ih and b_hh: both or neither, each [G*H] like x.
+void check_biases(const char* op, const std::optional<at::Tensor>& b_ih,
+                  const std::optional<at::Tensor>& b_hh, const at::Tensor& x,
+                  const LayerDims& d);
+
+// The dtype of what a forward saves for x: float32 for bfloat16 on the CPU (which
+// computes in float32), else x's own.
+at::ScalarType saved_dtype(const at::Tensor& x);
+
+// A saved tensor handed back to a backward: `dtype` on x's device, `expected` sizes.
+void check_saved(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype,
+                 const at::Tensor& x, std::vector<int64_t> expected, const char* meaning);
+
 // lengths: int64 on the CPU, [B], each in [0, T].
 void check_lengths(const char* op, const std::optional<at::Tensor>& lengths,
                    int64_t T, int64_t B);

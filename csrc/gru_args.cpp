@@ -1,44 +1,13 @@
 #include "gru_args.h"
 
 namespace fused_rnn {
-namespace {
-
-// Shared by forward and backward: x, then w_ih [3H, I] and w_hh [3H, H].
-LayerDims gru_dims(const char* op, const at::Tensor& x, const at::Tensor& w_ih,
-                   const at::Tensor& w_hh) {
-  check_input(op, x);
-  LayerDims d;
-  d.G = 3;
-  d.T = x.size(0);
-  d.B = x.size(1);
-  d.I = x.size(2);
-  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % 3 == 0 && w_ih.size(0) > 0, op,
-              ": w_ih must be 2-D [3*hidden_size, input_size], got ", shape_str(w_ih.sizes()));
-  d.H = w_ih.size(0) / 3;
-  d.P = d.H;
-  check_like(op, "w_ih", w_ih, "x", x);
-  check_like(op, "w_hh", w_hh, "x", x);
-  check_shape(op, "w_ih", w_ih, {3 * d.H, d.I}, "[3*hidden_size, input_size]");
-  check_shape(op, "w_hh", w_hh, {3 * d.H, d.H}, "[3*hidden_size, hidden_size]");
-  return d;
-}
-
-}  // namespace
 
 LayerDims check_gru_forward_args(const char* op, const at::Tensor& x, const at::Tensor& w_ih,
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
                                  const std::optional<at::Tensor>& b_hh, const at::Tensor& h0,
                                  const std::optional<at::Tensor>& lengths) {
-  const LayerDims d = gru_dims(op, x, w_ih, w_hh);
-  const bool has_ih = b_ih.has_value() && b_ih->defined();
-  const bool has_hh = b_hh.has_value() && b_hh->defined();
-  TORCH_CHECK(has_ih == has_hh, op, ": b_ih and b_hh must both be given or both be None");
-  if (has_ih) {
-    check_like(op, "b_ih", *b_ih, "x", x);
-    check_like(op, "b_hh", *b_hh, "x", x);
-    check_shape(op, "b_ih", *b_ih, {3 * d.H}, "[3*hidden_size]");
-    check_shape(op, "b_hh", *b_hh, {3 * d.H}, "[3*hidden_size]");
-  }
+  const LayerDims d = check_layer_weights(op, x, w_ih, w_hh, 3);
+  check_biases(op, b_ih, b_hh, x, d);
   check_like(op, "h0", h0, "x", x);
   check_shape(op, "h0", h0, {d.B, d.H}, "[batch, hidden_size]");
   check_lengths(op, lengths, d.T, d.B);
@@ -50,17 +19,11 @@ LayerDims check_gru_backward_args(const char* op, const at::Tensor& dy, const at
                                   const at::Tensor& w_hh, const std::optional<at::Tensor>& lengths,
                                   const at::Tensor& gates, const at::Tensor& hs,
                                   const at::Tensor& hn) {
-  const LayerDims d = gru_dims(op, x, w_ih, w_hh);
-  // The saved tensors are float32 when x is bfloat16 (the CPU computes in float32).
-  const at::ScalarType work = x.scalar_type() == at::kBFloat16 && x.is_cpu()
-                                  ? at::kFloat : x.scalar_type();
-  for (const at::Tensor* t : {&gates, &hs, &hn}) {
-    TORCH_CHECK(t->scalar_type() == work && t->device() == x.device(), op,
-                ": saved tensors must be ", work, " on ", x.device());
-  }
-  check_shape(op, "gates", gates, {d.T, d.B, 3 * d.H}, "saved [T, B, 3*hidden_size]");
-  check_shape(op, "hs", hs, {d.T + 1, d.B, d.H}, "saved [T+1, B, hidden_size]");
-  check_shape(op, "hn", hn, {d.T, d.B, d.H}, "saved [T, B, hidden_size]");
+  const LayerDims d = check_layer_weights(op, x, w_ih, w_hh, 3);
+  const at::ScalarType saved = saved_dtype(x);
+  check_saved(op, "gates", gates, saved, x, {d.T, d.B, 3 * d.H}, "saved [T, B, 3*hidden_size]");
+  check_saved(op, "hs", hs, saved, x, {d.T + 1, d.B, d.H}, "saved [T+1, B, hidden_size]");
+  check_saved(op, "hn", hn, saved, x, {d.T, d.B, d.H}, "saved [T, B, hidden_size]");
   check_like(op, "dy", dy, "x", x);
   check_like(op, "dh_n", dh_n, "x", x);
   check_shape(op, "dy", dy, {d.T, d.B, d.H}, "[T, B, hidden_size]");

@@ -89,7 +89,7 @@ constexpr PanelFn kPanelRows[] = {nullptr, &panel_rows<1>, &panel_rows<2>, &pane
 
 bool panel_gemm_suits(int64_t m, int64_t k) {
   constexpr int64_t kL1Bytes = 32 * 1024;
-  return m <= 8 || (m <= 128 && kPanel * k * int64_t(sizeof(float)) <= kL1Bytes);
+  return m <= 32 || (m <= 128 && kPanel * k * int64_t(sizeof(float)) <= kL1Bytes);
 }
 
 int64_t panel_buffer_size(int64_t k, int64_t n) { return (n + kPanel - 1) / kPanel * kPanel * k; }

@@ -5,15 +5,16 @@
 // row, the panel's columns contiguous, zero-padded at the edge). Each step then takes
 // the panels in order and, per block of 4 rows of A, keeps 4 x kPanelColumns sums in
 // registers while the panel (k x kPanelColumns floats) stays in L1. Measured against
-// MKL's packed sgemm (benchmarks/NOTES.md): 2-3x at m <= 8, where sgemm re-packs on
-// every call, and 1.1-1.4x at m = 9..128 with k <= 512. float32 only.
+// MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x at m <= 8, 1.2-1.4x at
+// m = 9..32 for k up to 2048, and 1.0-1.1x at m <= 128 while a panel fits L1; even
+// beyond. float32 only.
 #pragma once
 
 #include <cstdint>
 
 namespace fused_rnn::cpu {
 
-// Where the panels pay (see blas.cpp): any m with a panel that fits L1, few rows always.
+// Where the panels beat MKL's packed GEMM: up to 32 rows, or 128 while a panel fits L1.
 bool panel_gemm_suits(int64_t m, int64_t k);
 
 // Floats needed for the panels of a k x n op(B).
