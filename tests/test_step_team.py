@@ -1,14 +1,15 @@
 """The CPU time loops split the hidden units over a team of threads (csrc/cpu/step_team.h):
-one block per thread, blocks a SIMD vector wide, the last one narrower or empty. Parity
-with torch.nn must not depend on how many blocks there are, on blocks with tails, on
-empty blocks (a projection narrower than the team), or on varlen rows finishing inside
-a block. Thread counts above the core count are fine: OpenMP still runs every block
-at once (the per-step wait needs that), it only shares the cores."""
+one block per thread, blocks a SIMD vector wide, the last one narrower or empty; or, for
+a narrow layer and a batch of at least 4 rows per thread, the batch rows. Parity with
+torch.nn must not depend on how many blocks there are, on blocks with tails, on empty
+blocks (a projection narrower than the team), on the split, or on varlen rows finishing
+inside a block. Thread counts above the core count are fine: OpenMP still runs every
+block at once (the per-step wait needs that), it only shares the cores."""
 import pytest
 import torch
 
 from _cells import CELLS, make, make_state
-from _parity import TOL, assert_same, packed_input
+from _parity import TOL, assert_same, clone_inputs, packed_input, run
 
 THREADS = (1, 2, 3, 5)
 
@@ -26,37 +27,58 @@ def threads(request):
 @pytest.mark.parametrize("threads", THREADS, indirect=True)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 @pytest.mark.parametrize("hidden_size", [3, 10, 16, 37])
-def test_parity_any_team_size(threads, cell, hidden_size):
+@pytest.mark.parametrize("batch", [5, 13])  # 13: split by rows for 2 and 3 threads
+def test_parity_any_team_size(threads, cell, hidden_size, batch):
     torch.manual_seed(hidden_size)
     gen = torch.Generator().manual_seed(threads)
     ref, ours = make(cell, input_size=4, hidden_size=hidden_size, num_layers=2,
                      bidirectional=True)
-    x = packed_input(6, 5, 4, torch.float64, gen=gen)
-    assert_same(ref, ours, x, make_state(cell, 4, 5, hidden_size, gen=gen), torch.float64)
+    x = packed_input(6, batch, 4, torch.float64, gen=gen)
+    assert_same(ref, ours, x, make_state(cell, 4, batch, hidden_size, gen=gen), torch.float64)
 
 
 @pytest.mark.parametrize("threads", THREADS, indirect=True)
 @pytest.mark.parametrize("proj_size", [1, 5, 9])
-def test_lstm_projection_any_team_size(threads, proj_size):
+@pytest.mark.parametrize("batch", [4, 14])
+def test_lstm_projection_any_team_size(threads, proj_size, batch):
     lstm = CELLS[0]
     torch.manual_seed(proj_size)
     gen = torch.Generator().manual_seed(threads)
     ref, ours = make(lstm, input_size=3, hidden_size=21, proj_size=proj_size,
                      bidirectional=True)
-    x = packed_input(5, 4, 3, torch.float64, gen=gen)
-    hx = make_state(lstm, 2, 4, 21, proj_size=proj_size, gen=gen)
+    x = packed_input(5, batch, 3, torch.float64, gen=gen)
+    hx = make_state(lstm, 2, batch, 21, proj_size=proj_size, gen=gen)
     assert_same(ref, ours, x, hx, torch.float64)
 
 
 @pytest.mark.parametrize("threads", (1, 3), indirect=True)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
-@pytest.mark.parametrize("batch", [4, 12])  # float32: few-row kernel and MKL's packed GEMM
+# float32 GEMM paths: panels for one tile of 4 rows, or split by rows into 3 tiles of 4
+@pytest.mark.parametrize("batch", [4, 12])
 def test_float32_any_team_size(threads, cell, batch):
     torch.manual_seed(batch)
     gen = torch.Generator().manual_seed(batch)
     ref, ours = make(cell, torch.float32, input_size=8, hidden_size=40)
     x = packed_input(7, batch, 8, torch.float32, gen=gen)
     assert_same(ref, ours, x, None, torch.float32)
+
+
+@pytest.mark.parametrize("threads", (2,), indirect=True)
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+def test_float32_row_tiles_on_mkl(threads, cell):
+    """Tiles of 145 rows: past the panels' range, so MKL's packed GEMM (or sgemm for the
+    steps where varlen rows have finished). The weight gradients sum 870 rows in float32,
+    hence 1e-4 instead of the 1e-5 of the small-batch tests."""
+    torch.manual_seed(7)
+    gen = torch.Generator().manual_seed(7)
+    ref, ours = make(cell, torch.float32, input_size=8, hidden_size=16)
+    x = packed_input(3, 290, 8, torch.float32, gen=gen)
+    r_in, _ = clone_inputs(x, None)
+    o_in, _ = clone_inputs(x, None)
+    r_out, r_grads = run(ref, r_in, None)
+    o_out, o_grads = run(ours, o_in, None)
+    for a, b in zip(r_out + list(r_grads), o_out + list(o_grads)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
 def test_results_do_not_depend_on_the_team_size():

@@ -31,19 +31,20 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once; the pass overwrites it with
   // the activations.
   gemm<S>(false, true, T * B, G3, I, S(1), x, I, w_ih, I, S(0), gates, G3);
-  // Thread p owns hidden units [lo, hi): their 3 gate columns of gh and of gates.
-  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
-  const GateRowSlices<S> whh(w_hh, 3, H, H, units, B);
-  run_steps(T, units.count, [&](int64_t s, int64_t p) {
-    const int64_t t = reverse ? T - 1 - s : s, lo = units.lo(p), hi = units.hi(p);
+  // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
+  // batch rows [b0, b1).
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows());
+  run_steps(T, plan, [&](int64_t s, const Tile& tl) {
+    const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
     S* g_t = gates + t * B * G3;
     S* hn_t = hn + t * B * H;
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
     S* y_t = y + t * B * H;
-    whh.gemm(p, rows[t], h_in, H, S(0), gh, G3);
-    for (int64_t b = 0; b < B; ++b) {
+    whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(0), gh + b0 * G3, G3);
+    for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
         zero_row(y_t + b * H + lo, hi - lo);
@@ -66,16 +67,18 @@ void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
                          bool reverse, const S* gates, const S* hs, const S* hn, S* dh, S* dgi,
                          S* dgh, S* dx, S* dw_ih, S* dw_hh) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
-  // Thread p owns hidden units [lo, hi): its columns of dh (dgh W_hh) and its cells.
-  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
-  const ColumnSlices<S> whh(w_hh, G3, H, units, B);
+  // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
+  // its batch rows [b0, b1).
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows());
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
-  run_steps(T, units.count, [&](int64_t s, int64_t p) {
-    const int64_t t = step_of(s), lo = units.lo(p), hi = units.hi(p);
+  run_steps(T, plan, [&](int64_t s, const Tile& tl) {
+    const int64_t t = step_of(s), lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
     if (s > 0) {  // dL/dh_prev of the step after this one: its pass left dh_tot * z in dh
       const int64_t t_next = step_of(s - 1);  // active rows of dgh there; the rest are 0
-      whh.gemm(p, rows[t_next], dgh + t_next * B * G3, G3, S(1), dh, H);
+      whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), dgh + (t_next * B + b0) * G3, G3, S(1),
+               dh + b0 * H, H);
     }
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     const S* g_t = gates + t * B * G3;
@@ -83,7 +86,7 @@ void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
     const S* dy_t = dy + t * B * H;
     S* dgi_t = dgi + t * B * G3;
     S* dgh_t = dgh + t * B * G3;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
         for (int64_t k = 0; k < 3; ++k) {
           zero_row(dgi_t + b * G3 + k * H + lo, hi - lo);

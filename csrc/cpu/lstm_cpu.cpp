@@ -30,27 +30,28 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const bool proj = w_hr != nullptr;
   // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
   gemm<S>(false, true, T * B, G4, I, S(1), x, I, w_ih, I, S(0), gates, G4);
-  // Thread p owns hidden units [units.lo(p), units.hi(p)) (their 4 gate columns) and,
-  // with a projection, output columns [outs.lo(p), outs.hi(p)).
+  // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
+  // output columns outs of unit block u, for its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
-  const int64_t nb = team_blocks(H, lanes);
-  const UnitBlocks units = split_blocks(H, nb, lanes), outs = split_blocks(P, nb, lanes);
-  const GateRowSlices<S> whh(w_hh, 4, H, P, units, B);
-  const GateRowSlices<S> whr(w_hr, 1, P, H, outs, B);
+  const TeamPlan plan = plan_team(B, H, lanes);
+  const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
+  const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows());
+  const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows());
   // A step is one phase (gates, cell) or, with a projection, two (then r = h_raw W_hr^T,
   // which needs every unit of h_raw).
   const int64_t phases = proj ? 2 : 1;
-  run_steps(T * phases, nb, [&](int64_t sp, int64_t p) {
+  run_steps(T * phases, plan, [&](int64_t sp, const Tile& tl) {
     const int64_t s = sp / phases, t = reverse ? T - 1 - s : s;
+    const int64_t m = tl.gemm_rows(rows[t]), b0 = tl.b0;
     const S* h_in = hs + slot_in(t, reverse) * B * P;
     S* h_out = hs + slot_out(t, reverse) * B * P;
     S* y_t = y + t * B * P;
     S* hr_t = proj ? h_raw + t * B * H : nullptr;
     if (sp % phases == 1) {
-      const int64_t lo = outs.lo(p), hi = outs.hi(p);
+      const int64_t lo = outs.lo(tl.u), hi = outs.hi(tl.u);
       if (lo >= hi) return;
-      whr.gemm(p, rows[t], hr_t, H, S(0), y_t, P);
-      for (int64_t b = 0; b < B; ++b) {
+      whr.gemm(tl.u, m, hr_t + b0 * H, H, S(0), y_t + b0 * P, P);
+      for (int64_t b = b0; b < tl.b1; ++b) {
         if (row_active(len, b, t)) {
           copy_row(h_out + b * P + lo, y_t + b * P + lo, hi - lo);
         } else {
@@ -60,13 +61,13 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
       }
       return;
     }
-    const int64_t lo = units.lo(p), hi = units.hi(p);
+    const int64_t lo = tl.lo, hi = tl.hi;
     if (lo >= hi) return;
     S* g_t = gates + t * B * G4;
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     S* c_out = cs + slot_out(t, reverse) * B * H;
-    whh.gemm(p, rows[t], h_in, P, S(1), g_t, G4);
-    for (int64_t b = 0; b < B; ++b) {
+    whh.gemm(tl.u, m, h_in + b0 * P, P, S(1), g_t + b0 * G4, G4);
+    for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(c_out + b * H + lo, c_in + b * H + lo, hi - lo);
         if (proj) {
@@ -96,32 +97,34 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
                           S* dr, S* dh_raw, S* dx, S* dw_ih, S* dw_hh, S* dw_hr) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
-  // Thread p owns hidden units `units` and state columns `outs` (the same blocks
-  // without a projection, so dL/dh of its units never leaves the thread).
+  // A tile owns hidden units [lo, hi) and state columns outs of unit block u (the same
+  // blocks without a projection, so dL/dh of its units never leaves the thread), for
+  // its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
-  const int64_t nb = team_blocks(H, lanes);
-  const UnitBlocks units = split_blocks(H, nb, lanes), outs = split_blocks(P, nb, lanes);
-  // Block p's columns `outs` of W_hh for dL/dh_prev = dgates W_hh, and its columns
+  const TeamPlan plan = plan_team(B, H, lanes);
+  const UnitBlocks units = plan.units, outs = split_blocks(P, units.count, lanes);
+  // Block u's columns `outs` of W_hh for dL/dh_prev = dgates W_hh, and its columns
   // `units` of W_hr for dL/dh_raw = dr W_hr.
-  const ColumnSlices<S> whh(w_hh, G4, P, outs, B);
-  const ColumnSlices<S> whr(w_hr, P, H, units, B);
+  const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows());
+  const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows());
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a
   // projection also dr = dh + dy. Phase 1 (units): the cell's backward. Without a
   // projection both run in one phase.
   const int64_t phases = proj ? 2 : 1;
-  run_steps(T * phases, nb, [&](int64_t sp, int64_t p) {
-    const int64_t s = sp / phases, t = step_of(s);
+  run_steps(T * phases, plan, [&](int64_t sp, const Tile& tl) {
+    const int64_t s = sp / phases, t = step_of(s), b0 = tl.b0;
     const S* dy_t = dy + t * B * P;
     S* dr_t = proj ? dr + t * B * P : nullptr;
     if (sp % phases == 0) {
-      const int64_t lo = outs.lo(p), hi = outs.hi(p);
+      const int64_t lo = outs.lo(tl.u), hi = outs.hi(tl.u);
       if (lo < hi && s > 0) {
         const int64_t t_next = step_of(s - 1);  // active rows of dgates there; the rest are 0
-        whh.gemm(p, rows[t_next], dgates + t_next * B * G4, G4, S(1), dh, P);
+        whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), dgates + (t_next * B + b0) * G4, G4, S(1),
+                 dh + b0 * P, P);
       }
       if (proj && lo < hi) {  // dL/dr of this step, kept for dW_hr
-        for (int64_t b = 0; b < B; ++b) {
+        for (int64_t b = b0; b < tl.b1; ++b) {
           S* drb = dr_t + b * P;
           if (!row_active(len, b, t)) {
             zero_row(drb + lo, hi - lo);
@@ -135,14 +138,14 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
       }
       if (proj) return;
     }
-    const int64_t lo = units.lo(p), hi = units.hi(p);
+    const int64_t lo = tl.lo, hi = tl.hi;
     if (lo >= hi) return;
-    if (proj) whr.gemm(p, rows[t], dr_t, P, S(0), dh_raw, H);
+    if (proj) whr.gemm(tl.u, tl.gemm_rows(rows[t]), dr_t + b0 * P, P, S(0), dh_raw + b0 * H, H);
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     const S* c_out = cs + slot_out(t, reverse) * B * H;
     const S* g_t = gates + t * B * G4;
     S* dg_t = dgates + t * B * G4;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < tl.b1; ++b) {
       S* da = dg_t + b * G4;
       if (!row_active(len, b, t)) {  // a finished row passes dh and dc through untouched
         for (int64_t k = 0; k < 4; ++k) zero_row(da + k * H + lo, hi - lo);

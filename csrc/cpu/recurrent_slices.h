@@ -18,8 +18,12 @@ class GateRowSlices {
  public:
   GateRowSlices(const S* w, int64_t gates, int64_t N, int64_t K, const UnitBlocks& blocks,
                 int64_t max_m)
-      : gates_(gates), N_(N), blocks_(blocks) {
+      : gates_(gates), N_(N), blocks_(blocks), whole_(blocks.count == 1) {
     if (w == nullptr) return;  // an absent matrix (no projection): gemm() is never called
+    if (whole_) {  // one block of all units: all G*N rows are one contiguous slice
+      slices_.emplace_back(/*trans_b=*/true, K, gates * N, w, K, max_m);
+      return;
+    }
     for (int64_t p = 0; p < blocks.count; ++p)
       for (int64_t g = 0; g < gates; ++g)
         slices_.emplace_back(/*trans_b=*/true, K, blocks.hi(p) - blocks.lo(p),
@@ -28,6 +32,10 @@ class GateRowSlices {
 
   // out[:m, g*N + lo .. g*N + hi] = A[:m] W_slice^T + beta * out, for every gate g.
   void gemm(int64_t p, int64_t m, const S* A, int64_t lda, S beta, S* out, int64_t ldo) const {
+    if (whole_) {
+      slices_[0].gemm(m, A, lda, beta, out, ldo);
+      return;
+    }
     if (blocks_.lo(p) >= blocks_.hi(p)) return;
     for (int64_t g = 0; g < gates_; ++g)
       slices_[p * gates_ + g].gemm(m, A, lda, beta, out + g * N_ + blocks_.lo(p), ldo);
@@ -36,6 +44,7 @@ class GateRowSlices {
  private:
   int64_t gates_, N_;
   UnitBlocks blocks_;
+  bool whole_;
   std::deque<PackedB<S>> slices_;  // PackedB is not movable
 };
 

@@ -30,17 +30,18 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // y[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
   gemm<S>(false, true, T * B, H, I, S(1), x, I, w_ih, I, S(0), y, H);
-  // Thread p owns hidden units [lo, hi): its rows of W_hh and its columns of y and h.
-  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
-  const GateRowSlices<S> whh(w_hh, 1, H, H, units, B);
-  run_steps(T, units.count, [&](int64_t s, int64_t p) {
-    const int64_t t = reverse ? T - 1 - s : s, lo = units.lo(p), hi = units.hi(p);
+  // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
+  // batch rows [b0, b1).
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const GateRowSlices<S> whh(w_hh, 1, H, H, plan.units, plan.max_rows());
+  run_steps(T, plan, [&](int64_t s, const Tile& tl) {
+    const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
     S* y_t = y + t * B * H;
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
-    whh.gemm(p, rows[t], h_in, H, S(1), y_t, H);
-    for (int64_t b = 0; b < B; ++b) {
+    whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(1), y_t + b0 * H, H);
+    for (int64_t b = b0; b < tl.b1; ++b) {
       S* y_row = y_t + b * H;
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
@@ -60,21 +61,23 @@ void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
                          const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
                          bool reverse, const S* hs, S* dh, S* da, S* dx, S* dw_ih, S* dw_hh) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
-  // Thread p owns hidden units [lo, hi): its columns of dh (da W_hh) and its cells.
-  const UnitBlocks units = team_units(H, at::vec::Vectorized<S>::size());
-  const ColumnSlices<S> whh(w_hh, H, H, units, B);
+  // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
+  // its batch rows [b0, b1).
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows());
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
-  run_steps(T, units.count, [&](int64_t s, int64_t p) {
-    const int64_t t = step_of(s), lo = units.lo(p), hi = units.hi(p);
+  run_steps(T, plan, [&](int64_t s, const Tile& tl) {
+    const int64_t t = step_of(s), lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
     if (s > 0) {  // dL/dh_prev of the step after this one; its pass zeroed active rows
       const int64_t t_next = step_of(s - 1);  // active rows of da there; the rest are 0
-      whh.gemm(p, rows[t_next], da + t_next * B * H, H, S(1), dh, H);
+      whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), da + (t_next * B + b0) * H, H, S(1),
+               dh + b0 * H, H);
     }
     const S* h_t = hs + slot_out(t, reverse) * B * H;
     const S* dy_t = dy + t * B * H;
     S* da_t = da + t * B * H;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < tl.b1; ++b) {
       S* da_row = da_t + b * H;
       if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
         zero_row(da_row + lo, hi - lo);

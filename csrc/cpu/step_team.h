@@ -6,7 +6,8 @@
 // s of any block starts only when every block has finished step s - 1: one wait per
 // step instead of a fork/join for the GEMM and another for the pointwise pass (at
 // small shapes those two fork/joins cost as much as the step's arithmetic; see
-// benchmarks/NOTES.md).
+// benchmarks/NOTES.md). A layer too narrow to split that way is split by batch rows
+// instead, which need no waits at all (TeamPlan).
 #pragma once
 
 #include <ATen/Config.h>
@@ -38,23 +39,53 @@ inline UnitBlocks split_blocks(int64_t n, int64_t count, int64_t align) {
   return {count, ((vectors + count - 1) / count) * align, n};
 }
 
-// How many blocks a time loop over H hidden units uses: one per thread of the team,
-// never a block narrower than one vector.
-inline int64_t team_blocks(int64_t H, int64_t align) {
-  int64_t threads = at::get_num_threads();
-#if !AT_PARALLEL_OPENMP
-  // Only OpenMP guarantees that every chunk of a parallel_for runs at the same time,
-  // which the per-step wait below relies on; other backends run the loop on one thread.
-  threads = 1;
-#endif
-  if (at::in_parallel_region()) threads = 1;
-  const int64_t vectors = std::max<int64_t>(1, (H + align - 1) / align);
-  return std::max<int64_t>(1, std::min(threads, vectors));
-}
+// One thread's share of a step: hidden units [lo, hi) (unit block u) of batch rows [b0, b1).
+struct Tile {
+  int64_t u, lo, hi, b0, b1;
+  // How many of the tile's rows a per-step GEMM covers when the first `active` rows of
+  // the batch are still running (the rest have finished; see rows_active).
+  int64_t gemm_rows(int64_t active) const {
+    return std::clamp<int64_t>(active - b0, 0, b1 - b0);
+  }
+};
 
-// H hidden units in team_blocks(H, align) blocks.
-inline UnitBlocks team_units(int64_t H, int64_t align) {
-  return split_blocks(H, team_blocks(H, align), align);
+// How a time loop over B rows and H hidden units is spread over a team of threads:
+// by blocks of units (every row; a step waits for the previous step of every block,
+// since h_prev W_hh^T needs all units), or, when the layer is too narrow for that to
+// pay and the batch is large, by blocks of rows (every unit; rows never wait for each
+// other).
+struct TeamPlan {
+  UnitBlocks units;  // one block when split by rows
+  UnitBlocks rows;   // one block when split by units
+  bool by_rows;
+  int64_t count() const { return by_rows ? rows.count : units.count; }
+  // The most rows one tile's GEMM has (what packed weights are packed for).
+  int64_t max_rows() const { return std::min(rows.width, rows.n); }
+  Tile tile(int64_t p) const {
+    if (by_rows) return {0, 0, units.n, rows.lo(p), rows.hi(p)};
+    return {p, units.lo(p), units.hi(p), 0, rows.n};
+  }
+};
+
+inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align) {
+  // Narrower unit blocks make each thread's per-gate GEMMs a few columns wide.
+  constexpr int64_t kMinUnitsPerThread = 64;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t vectors = std::max<int64_t>(1, (H + align - 1) / align);
+#if AT_PARALLEL_OPENMP
+  const int64_t unit_threads = std::max<int64_t>(1, std::min(threads, vectors));
+#else
+  // Only OpenMP guarantees that every chunk of a parallel_for runs at the same time,
+  // which the per-step wait relies on; rows, which never wait, can use any backend.
+  const int64_t unit_threads = 1;
+#endif
+  const UnitBlocks all_rows{1, B, B};
+  const int64_t unit_width = (vectors + unit_threads - 1) / unit_threads * align;
+  if (threads > 1 && B >= 4 * threads && (unit_threads == 1 || unit_width < kMinUnitsPerThread)) {
+    const int64_t count = std::min(threads, B);
+    return {split_blocks(H, 1, align), UnitBlocks{count, (B + count - 1) / count, B}, true};
+  }
+  return {split_blocks(H, unit_threads, align), all_rows, false};
 }
 
 namespace detail {
@@ -67,14 +98,26 @@ inline void spin_pause() {
 }
 }  // namespace detail
 
-// Calls step(s, p) for s in [0, T) and every block p in [0, n), where step(s, p) may
-// read what any step(s - 1, q) wrote. Blocks are spread over the threads of one
-// parallel region; a thread that owns several runs them in order.
+// Calls step(s, plan.tile(p)) for s in [0, T) and every tile p, where a step may read
+// what the previous step of any tile wrote (split by units) or of its own tile only
+// (split by rows). Tiles are spread over the threads of one parallel region; a thread
+// that owns several runs them in order.
 template <typename Step>
-void run_steps(int64_t T, int64_t n, const Step& step) {
+void run_steps(int64_t T, const TeamPlan& plan, const Step& step) {
+  const int64_t n = plan.count();
   if (T <= 0) return;
   if (n == 1) {
-    for (int64_t s = 0; s < T; ++s) step(s, 0);
+    const Tile tile = plan.tile(0);
+    for (int64_t s = 0; s < T; ++s) step(s, tile);
+    return;
+  }
+  if (plan.by_rows) {
+    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
+      for (int64_t p = first; p < last; ++p) {
+        const Tile tile = plan.tile(p);
+        for (int64_t s = 0; s < T; ++s) step(s, tile);
+      }
+    });
     return;
   }
   // done counts finished (step, block) pairs. No block runs ahead of the slowest by
@@ -92,7 +135,7 @@ void run_steps(int64_t T, int64_t n, const Step& step) {
           if (spins < 4096) detail::spin_pause();
           else std::this_thread::yield();
         }
-        for (int64_t p = first; p < last; ++p) step(s, p);
+        for (int64_t p = first; p < last; ++p) step(s, plan.tile(p));
         done.fetch_add(last - first, std::memory_order_acq_rel);
       }
     } catch (...) {
