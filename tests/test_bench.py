@@ -2,6 +2,8 @@
 import csv
 import json
 
+import sys
+
 import pytest
 import torch
 
@@ -119,6 +121,14 @@ def test_missing_output_folder_fails_before_timing(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="does not exist"):
         cli.main(["--cell", "lstm", "--seq-len", "2", "--batch", "1", "--hidden-size", "2",
                   "--device", "cpu", "--json", str(tmp_path / "no" / "such" / "r.json")])
+
+
+def test_plot_without_matplotlib_fails_before_timing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    monkeypatch.setattr(cli, "run_case", lambda *a, **k: pytest.fail("timed before failing"))
+    with pytest.raises(SystemExit, match="needs matplotlib"):
+        cli.main(["--cell", "lstm", "--seq-len", "2", "--batch", "1", "--hidden-size", "2",
+                  "--device", "cpu", "--plot", str(tmp_path / "p.png")])
 
 
 def test_plot_writes_png(tmp_path):

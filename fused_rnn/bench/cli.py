@@ -88,7 +88,13 @@ def _validate(args):
             raise SystemExit(f"fused-rnn-bench: --{k.replace('_', '-')} must be >= 1, got {v}")
     if args.proj_size < 0 or args.warmup is not None and args.warmup < 0:
         raise SystemExit("fused-rnn-bench: --proj-size and --warmup must be >= 0")
-    # Output folders are checked before minutes of timing, not after.
+    # Output folders and the plot's matplotlib are checked before minutes of timing, not after.
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("fused-rnn-bench: --plot needs matplotlib: "
+                             "pip install matplotlib (or fused_rnn[plot])")
     for k in ("json", "csv", "markdown", "plot"):
         path = getattr(args, k)
         folder = os.path.dirname(os.path.abspath(path)) if path else None
