@@ -4,10 +4,11 @@ Threads: several Python threads running one module in inference at once get exac
 what serial runs get (the ops keep no state between calls; each call allocates its own
 buffers).
 
-Determinism: on the CPU two runs on the same inputs give bitwise-identical outputs and
-gradients. Nothing in the kernels depends on timing: the per-row pointwise passes write
-disjoint elements, every reduction over steps or rows (dx, dW, db) is one GEMM or sum
-with a fixed split, and the time loop is sequential.
+Determinism: on the CPU two runs on the same inputs (and thread count) give
+bitwise-identical outputs and gradients. Nothing in the kernels depends on timing: each
+step's tiles (csrc/cpu/step_team.h) write disjoint elements in a fixed order, the split
+depends only on shapes and thread count, every reduction over steps or rows (dx, dW, db)
+is one GEMM or sum with a fixed split, and the steps run in order.
 
 On CUDA the kernels are deterministic by the same construction: no atomics (the bias
 gradient is one at::sum over all steps and rows), one cuBLAS handle on torch's current
