@@ -59,7 +59,8 @@ FR_HD void gru_forward_elem(const T* gi, const T* gh, const T* b_ih, const T* b_
 // act:    [3H] r, z, n from the forward;  hn: [H] gh_n + b_hh_n from the forward
 // h_prev: [H]  state fed into the step
 // dh:     [H]  in: dL/dh (from later steps); out: dh_tot * z, the part of dL/dh_prev that
-//              does not go through W_hh (the caller adds dgh W_hh)
+//              does not go through W_hh (the caller adds dgh W_hh). Type C: float32 for
+//              float16/bfloat16 storage on the GPU, so the running gradient keeps its bits
 // dy:     [H]  dL/dy of this step's output, added to dh, or nullptr
 // dgi:    [3H] out: dL/dgi (= dL/db_ih for this row and step)
 // dgh:    [3H] out: dL/dgh (= dL/db_hh); equal to dgi except in the n block
@@ -69,8 +70,8 @@ FR_HD void gru_forward_elem(const T* gi, const T* gh, const T* b_ih, const T* b_
 //   da_r = da_n * hn * r(1-r)                            dgi_r = dgh_r = da_r
 //   da_z = dh_tot * (h_prev - n) * z(1-z)                dgi_z = dgh_z = da_z
 //   dh_prev = dh_tot * z + dgh W_hh
-template <typename V, typename T>
-FR_HD void gru_backward_elem(const T* act, const T* hn, const T* h_prev, T* dh, const T* dy,
+template <typename V, typename T, typename C>
+FR_HD void gru_backward_elem(const T* act, const T* hn, const T* h_prev, C* dh, const T* dy,
                              T* dgi, T* dgh, int64_t j, int64_t H) {
   using O = VecOps<V>;
   const V r = O::load(act + j);

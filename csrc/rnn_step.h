@@ -47,11 +47,12 @@ FR_HD void rnn_forward_elem(const T* pre, const T* bias, T* h, T* y, int64_t j) 
 
 // Backward through one step.
 // h:  [H] the state this step produced (saved by the forward)
-// dh: [H] in: dL/dh from later steps; out: zeroed (it has been consumed)
+// dh: [H] in: dL/dh from later steps; out: zeroed (it has been consumed) (type C: float32
+//     for float16/bfloat16 storage on the GPU, so the running gradient keeps its bits)
 // dy: [H] dL/dy of this step's output, added to dh, or nullptr
 // da: [H] out: dL/da = (dh + dy) * act'(a)
-template <typename V, bool kRelu, typename T>
-FR_HD void rnn_backward_elem(const T* h, T* dh, const T* dy, T* da, int64_t j) {
+template <typename V, bool kRelu, typename T, typename C>
+FR_HD void rnn_backward_elem(const T* h, C* dh, const T* dy, T* da, int64_t j) {
   using O = VecOps<V>;
   V dh_tot = O::load(dh + j);
   if (dy != nullptr) dh_tot = dh_tot + O::load(dy + j);

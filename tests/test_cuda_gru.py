@@ -80,6 +80,22 @@ def test_half_precision_matches_float64_reference(cfg, form, dtype):
     assert_rel_close(got, want, TOL[dtype], str(dtype))
 
 
+def test_float16_long_sequence_gradients():
+    """dL/dh runs backwards through every step (each adds dgh W_hh): it is kept in float32
+    for float16 storage, as the LSTM's is (rounded to 16 bits at every step, its error
+    would compound over a long sequence). Written before any GPU run: not yet measured."""
+    cfg = dict(input_size=8, hidden_size=32)
+    _, ours = _pair(cfg)
+    ours = ours.to(CUDA, torch.float16)
+    ref64 = torch.nn.GRU(**cfg).double()
+    ref64.load_state_dict({k: v.double().cpu() for k, v in ours.state_dict().items()})
+    x, states, lengths = data(cfg, 100, 4, 1)
+    x, states = quantized(x, torch.float16), tuple(quantized(s, torch.float16) for s in states)
+    got = run(ours, "seq", x, states, lengths, CUDA, torch.float16)
+    want = run(ref64, "seq", x, states, lengths, "cpu", torch.float64)
+    assert_rel_close(got, want, TOL[torch.float16], "float16, T=100")
+
+
 @pytest.mark.parametrize("B,H", [(1, 1), (3, 3), (7, 13), (33, 31), (4, 24), (5, 40)])
 def test_sizes_that_are_not_tile_multiples(B, H):
     ref, ours = _pair(dict(input_size=3, hidden_size=H))

@@ -8,8 +8,10 @@
 // single GEMMs over all steps and the bias gradients as reductions (no atomics). All on
 // torch's current stream, nothing allocated or synchronized inside the time loops.
 //
-// Storage is the input dtype throughout (a GRU has no cell state); float16/bfloat16 run
-// their gate math in float32 and their GEMMs with float32 accumulation.
+// Storage is the input dtype (a GRU has no cell state), except the running gradient dL/dh
+// of the backward, kept in float32 for float16/bfloat16 (each step adds dgh W_hh to it;
+// rounding it to 16 bits every step would compound over the sequence). float16/bfloat16
+// run their gate math in float32 and their GEMMs with float32 accumulation.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -90,12 +92,12 @@ __global__ void gru_forward_step_kernel(GruFwdStep<T> a) {
   }
 }
 
-template <typename T>
+template <typename T, typename C>
 struct GruBwdStep {
   const T* act;     // [B, 3H] saved r, z, n
   const T* hn;      // [B, H] saved gh_n + b_hh_n
   const T* h_in;    // [B, H] state fed into the step
-  T* dh;            // [B, H] in: dL/dh; out: dh_tot * z on active rows
+  C* dh;            // [B, H] in: dL/dh; out: dh_tot * z on active rows (float32 for 16-bit T)
   const T* dy;      // [B, H]
   T* dgi;           // [B, 3H] out (zero on finished rows)
   T* dgh;           // [B, 3H] out (zero on finished rows)
@@ -104,7 +106,7 @@ struct GruBwdStep {
 };
 
 template <typename V, int N, typename T>
-__global__ void gru_backward_step_kernel(GruBwdStep<T> a) {
+__global__ void gru_backward_step_kernel(GruBwdStep<T, V> a) {
   const int64_t H = a.H, chunks = H / N, total = a.B * chunks;
   FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N, r = b * H;
@@ -121,7 +123,8 @@ __global__ void gru_backward_step_kernel(GruBwdStep<T> a) {
     if constexpr (N == 1) {
       gru_backward_elem<V>(act, a.hn + r, a.h_in + r, a.dh + r, a.dy + r, dgi, dgh, j, H);
     } else {
-      T ac[3 * N], hn[N], hp[N], dh[N], dy[N], gi[3 * N], gh[3 * N];
+      T ac[3 * N], hn[N], hp[N], dy[N], gi[3 * N], gh[3 * N];
+      V dh[N];
 #pragma unroll
       for (int k = 0; k < 3; ++k) load_pack<N>(act + k * H + j, ac + k * N);
       load_pack<N>(a.hn + r + j, hn);
@@ -186,7 +189,8 @@ void gru_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
   const int64_t T_ = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   const auto ab = x.scalar_type();
   const T *gp = ptr<T>(gates), *hp = ptr<T>(hs), *hnp = ptr<T>(hn), *dyp = ptr<T>(dy);
-  T *dhp = ptr<T>(dh), *dgip = ptr<T>(dgi), *dghp = ptr<T>(dgh);
+  T *dgip = ptr<T>(dgi), *dghp = ptr<T>(dgh);
+  V* dhp = ptr<V>(dh);  // float32 for float16/bfloat16
   constexpr int N = vec_width<T>();
   const bool vec = N > 1 && H % N == 0 && pack_aligned<N>(gp) && pack_aligned<N>(hp) &&
                    pack_aligned<N>(hnp) && pack_aligned<N>(dyp) && pack_aligned<N>(dhp) &&
@@ -195,7 +199,7 @@ void gru_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? s : T_ - 1 - s;  // the forward's order, backwards
     T* dgh_t = dghp + t * B * G3;
-    GruBwdStep<T> st{gp + t * B * G3, hnp + t * B * H, hp + slot_in(t, reverse) * B * H, dhp,
+    GruBwdStep<T, V> st{gp + t * B * G3, hnp + t * B * H, hp + slot_in(t, reverse) * B * H, dhp,
                      dyp + t * B * H, dgip + t * B * G3, dgh_t, len, t, B, H};
     if (vec) {
       gru_backward_step_kernel<V, N><<<blocks_for(B * (H / N)), kThreads, 0, stream>>>(st);
@@ -204,7 +208,8 @@ void gru_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
     }
     check_launch(op, "gru_backward_step_kernel");
     // dL/dh_prev: the kernel left dh_tot * z in active rows, finished rows carry theirs.
-    gemm(op, false, false, rows[t], H, G3, dgh_t, G3, w_hh.data_ptr(), H, true, dhp, H, ab, ab);
+    gemm(op, false, false, rows[t], H, G3, dgh_t, G3, w_hh.data_ptr(), H, true, dhp, H, ab,
+         dh.scalar_type());
   }
   const int64_t TB = T_ * B;
   gemm(op, false, false, TB, I, G3, dgip, G3, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab,
@@ -264,8 +269,9 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
                    hs = hs_in.contiguous(), hn = hn_in.contiguous();
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   const auto opts = x.options();
-  // The running state gradient, updated in place (a fresh copy: inputs are never written).
-  at::Tensor dh = dh_n.to(dt, false, /*copy=*/true).contiguous();
+  // The running state gradient, updated in place (a fresh copy: inputs are never written),
+  // in float32 for float16/bfloat16.
+  at::Tensor dh = dh_n.to(cell_dtype(dt), false, /*copy=*/true).contiguous();
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
   at::Tensor dx = at::empty({T, B, I}, opts);
@@ -286,7 +292,7 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
                               : at::empty({0}, opts);
   at::Tensor db_hh = has_bias ? at::sum(dgh.view({T * B, 3 * H}), {0}, false, acc).to(dt)
                               : at::empty({0}, opts);
-  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh};
+  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh.to(dt)};
 }
 
 }  // namespace

@@ -7,8 +7,10 @@
 // over all steps and the bias gradient as one reduction (no atomics). All on torch's
 // current stream, nothing allocated or synchronized inside the time loops.
 //
-// Storage is the input dtype throughout; float16/bfloat16 run the activation in float32
-// and their GEMMs with float32 accumulation.
+// Storage is the input dtype, except the running gradient dL/dh of the backward, kept in
+// float32 for float16/bfloat16 (rounding it to 16 bits every step would compound over the
+// sequence); float16/bfloat16 run the activation in float32 and their GEMMs with float32
+// accumulation.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -65,10 +67,10 @@ __global__ void rnn_forward_step_kernel(RnnFwdStep<T> a) {
   }
 }
 
-template <typename T>
+template <typename T, typename C>
 struct RnnBwdStep {
   const T* h;      // [B, H] the state step t wrote
-  T* dh;           // [B, H] in: dL/dh; out: zeroed on active rows
+  C* dh;           // [B, H] in: dL/dh; out: zeroed on active rows (float32 for 16-bit T)
   const T* dy;     // [B, H]
   T* da;           // [B, H] out (zero on finished rows)
   const int64_t* len;
@@ -76,7 +78,7 @@ struct RnnBwdStep {
 };
 
 template <typename V, bool kRelu, int N, typename T>
-__global__ void rnn_backward_step_kernel(RnnBwdStep<T> a) {
+__global__ void rnn_backward_step_kernel(RnnBwdStep<T, V> a) {
   const int64_t H = a.H, chunks = H / N, total = a.B * chunks;
   FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N, r = b * H;
@@ -88,7 +90,8 @@ __global__ void rnn_backward_step_kernel(RnnBwdStep<T> a) {
     if constexpr (N == 1) {
       rnn_backward_elem<V, kRelu>(a.h + r, a.dh + r, a.dy + r, a.da + r, j);
     } else {
-      T h[N], dh[N], dy[N], da[N];
+      T h[N], dy[N], da[N];
+      V dh[N];
       load_pack<N>(a.h + r + j, h);
       load_pack<N>(a.dh + r + j, dh);
       load_pack<N>(a.dy + r + j, dy);
@@ -113,7 +116,7 @@ void launch_forward(const char* op, const RnnFwdStep<T>& s, bool vec) {
 }
 
 template <typename V, bool kRelu, typename T>
-void launch_backward(const char* op, const RnnBwdStep<T>& s, bool vec) {
+void launch_backward(const char* op, const RnnBwdStep<T, V>& s, bool vec) {
   constexpr int N = vec_width<T>();
   auto stream = at::cuda::getCurrentCUDAStream();
   if (vec) {
@@ -157,7 +160,8 @@ void rnn_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
   const int64_t T_ = d.T, B = d.B, I = d.I, H = d.H;
   const auto ab = x.scalar_type();
   const T *hp = ptr<T>(hs), *dyp = ptr<T>(dy);
-  T *dhp = ptr<T>(dh), *dap = ptr<T>(da);
+  T* dap = ptr<T>(da);
+  V* dhp = ptr<V>(dh);  // float32 for float16/bfloat16
   constexpr int N = vec_width<T>();
   const bool vec = N > 1 && H % N == 0 && pack_aligned<N>(hp) && pack_aligned<N>(dyp) &&
                    pack_aligned<N>(dhp) && pack_aligned<N>(dap);
@@ -165,11 +169,12 @@ void rnn_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
     const int64_t t = reverse ? s : T_ - 1 - s;  // the forward's order, backwards
     T* da_t = dap + t * B * H;
     launch_backward<V, kRelu>(
-        op, RnnBwdStep<T>{hp + slot_out(t, reverse) * B * H, dhp, dyp + t * B * H, da_t, len, t,
-                          B, H},
+        op, RnnBwdStep<T, V>{hp + slot_out(t, reverse) * B * H, dhp, dyp + t * B * H, da_t, len,
+                             t, B, H},
         vec);
     // dL/dh_prev: active rows were zeroed above, finished rows carry theirs.
-    gemm(op, false, false, rows[t], H, H, da_t, H, w_hh.data_ptr(), H, true, dhp, H, ab, ab);
+    gemm(op, false, false, rows[t], H, H, da_t, H, w_hh.data_ptr(), H, true, dhp, H, ab,
+         dh.scalar_type());
   }
   const int64_t TB = T_ * B;
   gemm(op, false, false, TB, I, H, dap, H, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab, ab);
@@ -236,8 +241,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
                    w_hh = w_hh_in.contiguous(), hs = hs_in.contiguous();
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   const auto opts = x.options();
-  // The running dL/dh, updated in place (a fresh copy: inputs are never written).
-  at::Tensor dh = dh_n.to(dt, false, /*copy=*/true).contiguous();
+  // The running dL/dh, updated in place (a fresh copy: inputs are never written), in
+  // float32 for float16/bfloat16.
+  at::Tensor dh = dh_n.to(cell_dtype(dt), false, /*copy=*/true).contiguous();
   at::Tensor da = at::empty({T, B, H}, opts);
   at::Tensor dx = at::empty({T, B, I}, opts);
   at::Tensor dw_ih = at::empty({H, I}, opts);
@@ -254,7 +260,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   // Bias gradient: one deterministic reduction, accumulated in float32 (float64).
   at::Tensor db = has_bias ? at::sum(da.view({T * B, H}), {0}, false, cell_dtype(dt)).to(dt)
                            : at::empty({0}, opts);
-  return {dx, dw_ih, dw_hh, db, dh};
+  return {dx, dw_ih, dw_hh, db, dh.to(dt)};
 }
 
 }  // namespace
