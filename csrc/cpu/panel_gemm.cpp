@@ -11,7 +11,7 @@ namespace {
 
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kL = Vec::size();
-constexpr int64_t kPanel = 2 * kL;  // kPanelColumns: two vectors
+constexpr int64_t kPanel = 2 * kL;  // columns per panel: two vectors
 constexpr int kRowBlock = 4;        // rows per pass: 2 x 4 accumulators stay in registers
 
 // One row of C for one panel of `cols` <= kPanel columns: C = (lo, hi) + beta * C.

@@ -1,10 +1,10 @@
 // The per-step products of the CPU time loops, C = A op(B) + beta * C, for the row
 // counts and widths a recurrent step has (a batch of rows, one hidden layer wide):
 //   C[m, n] = A[m, k] op(B)[k, n] + beta * C,  row-major.
-// op(B) is packed once per layer call into panels of kPanelColumns columns (for each k
-// row, the panel's columns contiguous, zero-padded at the edge). Each step then takes
-// the panels in order and, per block of 4 rows of A, keeps 4 x kPanelColumns sums in
-// registers while the panel (k x kPanelColumns floats) stays in L1. Measured against
+// op(B) is packed once per layer call into panels two SIMD vectors wide (16 columns with
+// AVX2; for each k row, the panel's columns contiguous, zero-padded at the edge). Each
+// step then takes the panels in order and, per block of 4 rows of A, keeps 4 x 2 vectors
+// of sums in registers while the panel (k x 16 floats) stays in L1. Measured against
 // MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x at m <= 8, 1.2-1.4x at
 // m = 9..32 for k up to 2048, and 1.0-1.1x at m <= 128 while a panel fits L1; even
 // beyond. float32 only.
