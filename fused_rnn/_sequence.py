@@ -100,6 +100,11 @@ def to_sequence(name, input, batch_first, input_size):
             raise ValueError(f"{name}: PackedSequence data must be 2-D [sum(lengths), "
                              f"input_size], got {data.dim()}-D")
         _check_features(name, data, input_size)
+        if data.is_cuda and torch.cuda.is_current_stream_capturing():
+            # Validating the indices and passing the lengths to the kernels read host
+            # memory; a graph would also replay this batch's lengths on any other.
+            raise RuntimeError(f"{name}: a PackedSequence cannot be captured in a CUDA graph: "
+                               "capture padded input, or run this call outside the graph")
         _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices)
         x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes), batch_first=False)
         return Sequence(x, lengths.to(torch.int64), batch_sizes, sorted_indices,

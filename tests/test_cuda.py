@@ -267,6 +267,27 @@ def test_runs_on_the_current_stream():
         torch.testing.assert_close(p.grad, g)
 
 
+def test_cuda_graph_capture_of_packed_input_is_refused_clearly():
+    """Per-row lengths are copied from the host and set the per-step row counts on the
+    host: the op refuses capture with a message instead of a CUDA error (or a graph that
+    would replay the captured lengths on another batch)."""
+    _, ours = _make(dict(input_size=3, hidden_size=5))
+    ours = ours.to(CUDA)
+    x = torch.randn(4, 2, 3, device=CUDA)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor([4, 2]))
+    ours(packed)  # fine outside a graph
+    h0 = torch.zeros(2, 5, device=CUDA)
+    module_call = lambda: ours(packed)  # noqa: E731
+    op_call = lambda: _ops.lstm_forward(  # noqa: E731
+        x, ours.weight_ih_l0, ours.weight_hh_l0, None, None, None, h0, h0,
+        torch.tensor([4, 2]), False)
+    for call in (module_call, op_call):
+        graph = torch.cuda.CUDAGraph()
+        with pytest.raises(RuntimeError, match="cannot be captured in a CUDA graph"):
+            with torch.cuda.graph(graph):
+                call()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_cuda_graph_capture_and_replay(dtype):
     cfg = dict(input_size=8, hidden_size=16, num_layers=2, bidirectional=True, proj_size=6)

@@ -229,6 +229,7 @@ gru_forward_cuda(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   const LayerDims d =
       check_gru_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in, h0, lengths);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor len = lengths_on(op, lengths, x_in.device());
   const auto dt = x_in.scalar_type();
   const at::Tensor x = x_in.contiguous(), w_ih = w_ih_in.contiguous(),
                    w_hh = w_hh_in.contiguous();
@@ -245,7 +246,6 @@ gru_forward_cuda(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
   hs[first].copy_(h0);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths_on(lengths, x.device());
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     gru_forward_loop<decltype(t_tag), decltype(v_tag)>(op, d, x, w_ih, w_hh, b_ih, b_hh, lp,
@@ -263,6 +263,7 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths,
                                               gates_in, hs_in, hn_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor len = lengths_on(op, lengths, x_in.device());
   const auto dt = x_in.scalar_type();
   const at::Tensor dy = dy_in.contiguous(), x = x_in.contiguous(), w_ih = w_ih_in.contiguous(),
                    w_hh = w_hh_in.contiguous(), gates = gates_in.contiguous(),
@@ -278,7 +279,6 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
   at::Tensor dw_ih = at::empty({3 * H, I}, opts);
   at::Tensor dw_hh = at::empty({3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths_on(lengths, x.device());
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     gru_backward_loop<decltype(t_tag), decltype(v_tag)>(op, d, dy, x, w_ih, w_hh, lp, rows,

@@ -320,6 +320,7 @@ lstm_forward_cuda(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::T
   const LayerDims d = check_lstm_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih, b_hh, w_hr_in,
                                               h0, c0, lengths);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor len = lengths_on(op, lengths, x_in.device());
   const auto dt = x_in.scalar_type(), cdt = cell_dtype(dt);
   const at::Tensor x = x_in.contiguous(), w_ih = w_ih_in.contiguous(),
                    w_hh = w_hh_in.contiguous();
@@ -338,7 +339,6 @@ lstm_forward_cuda(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::T
   hs[first].copy_(h0);
   cs[first].copy_(c0);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths_on(lengths, x.device());
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto c_tag) {
     using TT = decltype(t_tag);
@@ -361,6 +361,7 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
                                                w_hr_in, lengths, gates_in, hs_in, cs_in,
                                                h_raw_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor len = lengths_on(op, lengths, x_in.device());
   const auto dt = x_in.scalar_type(), cdt = cell_dtype(dt);
   const at::Tensor dy = dy_in.contiguous(), x = x_in.contiguous(), w_ih = w_ih_in.contiguous(),
                    w_hh = w_hh_in.contiguous(), gates = gates_in.contiguous(),
@@ -382,7 +383,6 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
   at::Tensor dw_hh = at::empty({4 * H, P}, opts);
   at::Tensor dw_hr = proj ? at::empty({P, H}, opts) : at::empty({0}, opts);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths_on(lengths, x.device());
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto c_tag) {
     using TT = decltype(t_tag);

@@ -201,6 +201,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cuda(
   const LayerDims d =
       check_rnn_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih, b_hh, h0, lengths);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor len = lengths_on(op, lengths, x_in.device());
   const auto dt = x_in.scalar_type();
   const at::Tensor x = x_in.contiguous(), w_ih = w_ih_in.contiguous(),
                    w_hh = w_hh_in.contiguous();
@@ -216,7 +217,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cuda(
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
   hs[first].copy_(h0);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths_on(lengths, x.device());
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     with_activation(relu, [&](auto act) {
@@ -236,6 +236,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths, hs_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor len = lengths_on(op, lengths, x_in.device());
   const auto dt = x_in.scalar_type();
   const at::Tensor dy = dy_in.contiguous(), x = x_in.contiguous(), w_ih = w_ih_in.contiguous(),
                    w_hh = w_hh_in.contiguous(), hs = hs_in.contiguous();
@@ -249,7 +250,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   at::Tensor dw_ih = at::empty({H, I}, opts);
   at::Tensor dw_hh = at::empty({H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths_on(lengths, x.device());
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     with_activation(relu, [&](auto act) {
