@@ -33,8 +33,6 @@ struct VecOps {
   static FR_HD V tanh(V x) { return ::tanh(x); }
   static FR_HD V sigmoid(V x) { return V(1) / (V(1) + ::exp(-x)); }
   static FR_HD V relu(V x) { return x < V(0) ? V(0) : x; }
-  // relu'(a) expressed through its output y = relu(a): 1 where y > 0.
-  static FR_HD V relu_grad_from_output(V y) { return y <= V(0) ? V(0) : V(1); }
   // dL/da = g where y > 0 (or NaN), else exactly 0, as torch's threshold_backward.
   static FR_HD V relu_backward(V y, V g) { return y <= V(0) ? V(0) : g; }
 };

@@ -22,15 +22,6 @@ FR_HD V rnn_act(V a) {
   }
 }
 
-template <typename V, bool kRelu>
-FR_HD V rnn_act_grad_from_output(V h) {
-  if constexpr (kRelu) {
-    return VecOps<V>::relu_grad_from_output(h);
-  } else {
-    return dtanh_from_output(h);
-  }
-}
-
 // pre:  [H] a = x W_ih^T + h_prev W_hh^T for this row (biases not yet added)
 // bias: [H] b_ih + b_hh, or nullptr
 // h:    [H] out: new hidden state
@@ -59,7 +50,7 @@ FR_HD void rnn_backward_elem(const T* h, C* dh, const T* dy, T* da, int64_t j) {
   if constexpr (kRelu) {
     O::store(da + j, O::relu_backward(O::load(h + j), dh_tot));
   } else {
-    O::store(da + j, dh_tot * rnn_act_grad_from_output<V, kRelu>(O::load(h + j)));
+    O::store(da + j, dh_tot * dtanh_from_output(O::load(h + j)));
   }
   O::store(dh + j, O::splat(0.0));
 }

@@ -75,9 +75,6 @@ struct VecOps<at::vec::Vectorized<S>> {
   }
   static V sigmoid(const V& x) { return (V(S(1)) + exp(x.neg())).reciprocal(); }
   static V relu(const V& x) { return at::vec::maximum(x, V(S(0))); }
-  static V relu_grad_from_output(const V& y) {
-    return V::blendv(V(S(1)), V(S(0)), y <= V(S(0)));
-  }
   static V relu_backward(const V& y, const V& g) {
     return V::blendv(g, V(S(0)), y <= V(S(0)));
   }
