@@ -1,7 +1,8 @@
 """The CPU LSTM's per-step GEMMs through PackedB (csrc/cpu/blas.h) keep parity with
-torch.nn.LSTM: batches of 9+ rows take MKL's packed path (float32), batches of 1-8 rows
-plain sgemm, with every row count a varlen batch produces, and with the switch
-FUSED_RNN_PACKED_GEMM=0 plain sgemm throughout; float64 always stays on dgemm."""
+torch.nn.LSTM: float32 packs W_hh once per call (into panel_gemm.h's panels at these
+batch sizes, MKL's layout for large tiles), with every row count a varlen batch
+produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm throughout; float64
+always stays on dgemm."""
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
