@@ -90,6 +90,20 @@ void check_biases(const char* op, const std::optional<at::Tensor>& b_ih,
   check_shape(op, "b_hh", *b_hh, {d.G * d.H}, meaning.c_str());
 }
 
+LayerDims check_single_state_forward_args(const char* op, const at::Tensor& x,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                          const std::optional<at::Tensor>& b_ih,
+                                          const std::optional<at::Tensor>& b_hh,
+                                          const at::Tensor& h0,
+                                          const std::optional<at::Tensor>& lengths, int64_t G) {
+  const LayerDims d = check_layer_weights(op, x, w_ih, w_hh, G);
+  check_biases(op, b_ih, b_hh, x, d);
+  check_like(op, "h0", h0, "x", x);
+  check_shape(op, "h0", h0, {d.B, d.H}, "[batch, hidden_size]");
+  check_lengths(op, lengths, d.T, d.B);
+  return d;
+}
+
 at::ScalarType saved_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kBFloat16 && x.is_cpu() ? at::kFloat : x.scalar_type();
 }

@@ -44,6 +44,14 @@ void check_biases(const char* op, const std::optional<at::Tensor>& b_ih,
                   const std::optional<at::Tensor>& b_hh, const at::Tensor& x,
                   const LayerDims& d);
 
+// Every argument of a forward with one state h0 [B, H] (GRU: G = 3, Elman RNN: G = 1).
+LayerDims check_single_state_forward_args(const char* op, const at::Tensor& x,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                          const std::optional<at::Tensor>& b_ih,
+                                          const std::optional<at::Tensor>& b_hh,
+                                          const at::Tensor& h0,
+                                          const std::optional<at::Tensor>& lengths, int64_t G);
+
 // The dtype of what a forward saves for x: float32 for bfloat16 on the CPU (which
 // computes in float32), else x's own.
 at::ScalarType saved_dtype(const at::Tensor& x);

@@ -6,12 +6,7 @@ LayerDims check_gru_forward_args(const char* op, const at::Tensor& x, const at::
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
                                  const std::optional<at::Tensor>& b_hh, const at::Tensor& h0,
                                  const std::optional<at::Tensor>& lengths) {
-  const LayerDims d = check_layer_weights(op, x, w_ih, w_hh, 3);
-  check_biases(op, b_ih, b_hh, x, d);
-  check_like(op, "h0", h0, "x", x);
-  check_shape(op, "h0", h0, {d.B, d.H}, "[batch, hidden_size]");
-  check_lengths(op, lengths, d.T, d.B);
-  return d;
+  return check_single_state_forward_args(op, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, 3);
 }
 
 LayerDims check_gru_backward_args(const char* op, const at::Tensor& dy, const at::Tensor& dh_n,

@@ -1,6 +1,7 @@
 """Shared helpers of the CUDA tests: build a torch.nn module and its fused_rnn twin, run
 forward + backward in any input form on any device and dtype, and compare every output
 and gradient with a relative tolerance (max |ours - ref| / max |ref| per tensor)."""
+import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -85,3 +86,14 @@ def assert_rel_close(got, ref, tol, what=""):
 def quantized(x, dtype):
     """x rounded to dtype, back in float64: the reference sees exactly our input."""
     return x.to(dtype).double()
+
+
+@pytest.fixture(autouse=True)
+def full_fp32():
+    """Parity in float32 is measured without TF32, in our GEMMs and in cuDNN's (autouse in
+    every CUDA test module that imports it)."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -8,21 +8,12 @@ import torch
 
 import fused_rnn
 from _cuda_parity import CUDA, TOL, assert_rel_close, data, make, quantized, run
+from _cuda_parity import full_fp32  # noqa: F401  (autouse: float32 parity without TF32)
 from test_lstm import CONFIGS as CPU_SUITE_CONFIGS, SHAPES as CPU_SUITE_SHAPES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 _ops = torch.ops.fused_rnn
-
-
-@pytest.fixture(autouse=True)
-def _full_fp32():
-    """Parity in float32 is measured without TF32, in our GEMMs and in cuDNN's."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _make(cfg, seed=0):
