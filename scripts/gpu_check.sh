@@ -15,6 +15,8 @@ OUT_DIR="${1:-${OUT:-$PWD/gpu_check_out}}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 PY="${PYTHON:-python3}"
+# The in-place build lives in this tree: scripts/*.py import fused_rnn from here.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 BUDGET="${GPU_CHECK_BUDGET_S:-570}"
 START=$(date +%s)
 RESULTS="$OUT_DIR/results.md"
@@ -107,7 +109,7 @@ fi
 if (( BUILT )); then
   if "$PY" -c "import fused_rnn.bench" 2>/dev/null; then
     run_stage "bench vs cuDNN" 120 "$OUT_DIR/bench.log" \
-      "$PY" -m fused_rnn.bench --device cuda --suite quick --json "$OUT_DIR/bench.json" \
+      "$PY" -m fused_rnn.bench --device cuda --suite quick --no-progress --json "$OUT_DIR/bench.json" \
       --csv "$OUT_DIR/bench.csv" --markdown "$OUT_DIR/bench.md"
   else
     echo "fused_rnn.bench is missing from this tree: no benchmark run" > "$OUT_DIR/bench.log"
@@ -139,6 +141,23 @@ if (( BUILT )); then
   fi
 fi
 
+# ------------------------------------------------------- benchmarks against the targets
+# The issue's GPU targets: float16 and bfloat16, projection, a batch that is not a multiple
+# of 8, packed variable lengths. Each writes bench_<name>.md; they run last, on what is left.
+bench_extra() {  # bench_extra NAME CAP ARGS...
+  local name="$1" cap="$2"; shift 2
+  run_stage "bench $name" "$cap" "$OUT_DIR/bench_$name.log" "$PY" -m fused_rnn.bench \
+    --device cuda --no-progress --markdown "$OUT_DIR/bench_$name.md" "$@"
+}
+if (( BUILT )) && [ "${GPU_CHECK_EXTRA_BENCH:-1}" = 1 ]; then
+  bench_extra float16 90 --suite quick --dtype float16
+  bench_extra bfloat16 90 --suite quick --dtype bfloat16
+  bench_extra varlen 90 --suite varlen
+  bench_extra proj 60 --cell lstm --seq-len 100 --batch 64 --hidden-size 1024 --proj-size 256
+  bench_extra batch100 60 --seq-len 100 --batch 100 --hidden-size 512
+  bench_extra tf32 90 --suite quick --tf32 on
+fi
+
 # ------------------------------------------------------------------------------ summary
 {
   echo "# fused_rnn GPU check"
@@ -148,7 +167,9 @@ fi
   echo "| stage | status | seconds | detail |"
   echo "|---|---|---|---|"
   awk -F'\t' '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }' "$OUT_DIR/summary.tsv"
-  if [ -f "$OUT_DIR/bench.md" ]; then echo; echo "## Benchmark"; echo; cat "$OUT_DIR/bench.md"; fi
+  for f in "$OUT_DIR"/bench.md "$OUT_DIR"/bench_*.md; do
+    [ -f "$f" ] && { echo; echo "## $(basename "$f" .md)"; echo; cat "$f"; }
+  done
 } > "$RESULTS"
 
 echo

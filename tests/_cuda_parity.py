@@ -42,8 +42,9 @@ def run(mod, form, x, states, lengths, device, dtype, batch_first=False, with_st
     result and gradient as float64 CPU tensors, keyed by name. form: seq | batch_first |
     unbatched (B must be 1) | packed."""
     mod.zero_grad(set_to_none=True)
-    xl = x.to(device, dtype).requires_grad_()
-    sl = [s.to(device, dtype).requires_grad_() for s in states]
+    # Fresh leaves: a float64 CPU run would otherwise mark the caller's x itself.
+    xl = x.detach().to(device, dtype, copy=True).requires_grad_()
+    sl = [s.detach().to(device, dtype, copy=True).requires_grad_() for s in states]
     inp, hx = xl, list(sl)
     if form == "unbatched":
         inp, hx = xl[:, 0], [s[:, 0] for s in sl]
@@ -74,12 +75,13 @@ def run(mod, form, x, states, lengths, device, dtype, batch_first=False, with_st
     return {k: v.detach().double().cpu() for k, v in res.items()}
 
 
-def assert_rel_close(got, ref, tol, what=""):
+def assert_rel_close(got, ref, tol, what="", floor=1e-6):
+    """max |got - ref| <= tol * max(max |ref|, floor) for every tensor."""
     assert got.keys() == ref.keys()
     for k in ref:
         assert got[k].shape == ref[k].shape, (what, k, got[k].shape, ref[k].shape)
         err = (got[k] - ref[k]).abs().max().item() if ref[k].numel() else 0.0
-        scale = max(ref[k].abs().max().item() if ref[k].numel() else 0.0, 1e-6)
+        scale = max(ref[k].abs().max().item() if ref[k].numel() else 0.0, floor)
         assert err <= tol * scale, f"{what} {k}: max error {err:.3g} > {tol:g} * {scale:.3g}"
 
 

@@ -128,8 +128,10 @@ def test_sizes_that_are_not_tile_multiples(B, H):
     ref, ours = _make(cfg)
     x, h0, c0, lengths = _data(cfg, 4, B)
     got = _run(ours.to(CUDA), "seq", x, h0, c0, lengths, CUDA, torch.float32)
-    want = _run(ref.to(CUDA), "seq", x, h0, c0, lengths, CUDA, torch.float32)
-    _assert_rel_close(got, want, TOL[torch.float32], f"B={B} H={H}")
+    want = _run(ref.double(), "seq", x, h0, c0, lengths, "cpu", torch.float64)
+    # Against the exact answer; at B=1, H=1 a gradient can be a few 1e-3 after cancellation
+    # of O(1) terms (seen: grad h0 = 0.005, float32 off by 7e-7), so scale by at least 1e-2.
+    _assert_rel_close(got, want, TOL[torch.float32], f"B={B} H={H}", floor=1e-2)
 
 
 def test_large_T():
@@ -139,6 +141,17 @@ def test_large_T():
     got = _run(ours.to(CUDA), "packed", x, h0, c0, lengths, CUDA, torch.float32)
     want = _run(ref.to(CUDA), "packed", x, h0, c0, lengths, CUDA, torch.float32)
     _assert_rel_close(got, want, TOL[torch.float32], "T=1500")
+
+
+def test_longer_than_cudnn_allows():
+    """T > 65,535 (cuDNN refuses it), float64. The reference is our CPU path (parity-tested
+    against torch.nn above): torch.nn's own float64 CPU run of 70,000 steps takes minutes."""
+    cfg = dict(input_size=3, hidden_size=5, bidirectional=True)
+    _, ours = _make(cfg)
+    x, h0, c0, lengths = _data(cfg, 70_000, 2)
+    want = _run(ours.double(), "seq", x, h0, c0, lengths, "cpu", torch.float64)
+    got = _run(ours.to(CUDA), "seq", x, h0, c0, lengths, CUDA, torch.float64)
+    _assert_rel_close(got, want, TOL[torch.float64], "T=70000")
 
 
 def test_packed_with_zero_length_tail_rows_and_bidirectional_projection():

@@ -97,6 +97,17 @@ def test_sizes_that_are_not_tile_multiples(B, H):
     assert_rel_close(got, want, TOL[torch.float32], f"B={B} H={H}")
 
 
+def test_longer_than_cudnn_allows():
+    """T > 65,535 (cuDNN refuses it), float64. The reference is our CPU path (parity-tested
+    against torch.nn above): torch.nn's own float64 CPU run of 70,000 steps takes minutes."""
+    cfg = dict(input_size=3, hidden_size=5, bidirectional=True)
+    _, ours = _pair(cfg)
+    x, states, lengths = data(cfg, 70_000, 2, 1)
+    want = run(ours.double(), "seq", x, states, lengths, "cpu", torch.float64)
+    got = run(ours.to(CUDA), "seq", x, states, lengths, CUDA, torch.float64)
+    assert_rel_close(got, want, TOL[torch.float64], "T=70000")
+
+
 def test_large_T():
     cfg = dict(input_size=8, hidden_size=24, bidirectional=True)
     ref, ours = _pair(cfg)

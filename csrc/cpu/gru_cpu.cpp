@@ -181,8 +181,8 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
         dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(),
         dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>());
   });
-  at::Tensor db_ih = has_bias ? dgi.sum({0, 1}) : at::empty({0}, opts);
-  at::Tensor db_hh = has_bias ? dgh.sum({0, 1}) : at::empty({0}, opts);
+  at::Tensor db_ih = has_bias ? dgi.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
+  at::Tensor db_hh = has_bias ? dgh.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db_ih.to(out_dt),
           db_hh.to(out_dt), dh.to(out_dt)};

@@ -260,7 +260,7 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
         dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>(),
         proj ? dw_hr.data_ptr<scalar_t>() : nullptr);
   });
-  at::Tensor db = has_bias ? dgates.sum({0, 1}) : at::empty({0}, opts);
+  at::Tensor db = has_bias ? dgates.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dw_hr.to(out_dt),
           dh.to(out_dt), dc.to(out_dt)};

@@ -179,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
           dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>());
     });
   });
-  at::Tensor db = has_bias ? da.sum({0, 1}) : at::empty({0}, opts);
+  at::Tensor db = has_bias ? da.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dh.to(out_dt)};
 }

@@ -46,6 +46,10 @@ def parser():
                    help="custom case as a PackedSequence of random lengths in [T/4, T]")
     p.add_argument("--repeats", type=int, help="timed runs of each (default: 7 CPU, 20 CUDA)")
     p.add_argument("--warmup", type=int, help="untimed runs of each first (default: 2 CPU, 5 CUDA)")
+    p.add_argument("--tf32", choices=("off", "on"), default="off",
+                   help="CUDA float32: TF32 in both implementations' GEMMs or in neither "
+                        "(torch.backends.cudnn.allow_tf32 and cuda.matmul.allow_tf32; default "
+                        "off, since cuDNN's default is on and ours follows matmul's, off)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write results and environment as JSON")
@@ -121,6 +125,9 @@ def main(argv=None):
     dtype = _DTYPES[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)
+    # torch.nn on cuDNN follows cudnn.allow_tf32 (default on), our GEMMs matmul.allow_tf32
+    # (default off): set both alike so that the two run the same float32 arithmetic.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
     repeats = args.repeats or (20 if gpu else 7)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
     cases = build_cases(args, gpu)
@@ -130,6 +137,7 @@ def main(argv=None):
 
     peak = timing.gemm_peak_gflops(device, dtype)
     env = environment(device, dtype, peak)
+    env["tf32"] = args.tf32 if gpu and dtype == torch.float32 else "n/a"
     print(f"{env['device_model']} ({device}, {env['threads']} threads): measured {args.dtype} "
           f"GEMM peak {peak:.0f} GFLOP/s", flush=True)
     progress = Progress(len(cases), enabled=not args.no_progress)
