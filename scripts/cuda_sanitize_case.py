@@ -53,6 +53,8 @@ def main():
             if not hasattr(fused_rnn, kind):
                 continue
             for packed in (False, True):
+                # Progress on stderr: a sanitizer failure then shows which case it hit.
+                print(f"case {kind} {cfg} {dtype} packed={packed}", file=sys.stderr, flush=True)
                 ok &= check(kind, cfg, dtype, packed)
     torch.cuda.synchronize()
     print("sanitize case:", "ok" if ok else "FAILED")
