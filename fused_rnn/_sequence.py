@@ -8,13 +8,56 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
+
+
+class _Scatter(torch.autograd.Function):
+    """rows [N, F] -> [T*B, F] zeros with out[index[i]] = rows[i] (index: distinct rows)."""
+
+    @staticmethod
+    def forward(ctx, rows, index, total):
+        ctx.save_for_backward(index)
+        return rows.new_zeros(total, rows.shape[1]).index_copy_(0, index, rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return _Gather.apply(grad, index), None, None
+
+
+class _Gather(torch.autograd.Function):
+    """full [T*B, F] -> rows [N, F] = full[index]; its gradient scatters back (no atomics)."""
+
+    @staticmethod
+    def forward(ctx, full, index):
+        ctx.save_for_backward(index)
+        ctx.total = full.shape[0]
+        return full.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return _Scatter.apply(grad, index, ctx.total), None
+
+
+def _packed_layout(batch_sizes):
+    """For PackedSequence batch_sizes [T]: the flat time-major position t*B + b of every
+    packed row (rows of step t are batch rows 0..batch_sizes[t]-1, in order) and each batch
+    row's length. One gather/scatter then replaces torch's pad/pack, which copy step by step
+    in forward and backward (on CUDA a kernel per step each way)."""
+    T, B = batch_sizes.numel(), int(batch_sizes[0])
+    steps = torch.repeat_interleave(torch.arange(T), batch_sizes)
+    starts = torch.cumsum(batch_sizes, 0) - batch_sizes
+    flat = steps * B + (torch.arange(steps.numel()) - starts[steps])
+    lengths = (batch_sizes.unsqueeze(0) > torch.arange(B).unsqueeze(1)).sum(1)
+    return flat, lengths
 
 
 @dataclass
 class Sequence:
     x: torch.Tensor                         # [T, B, I], time-major
     lengths: Optional[torch.Tensor]         # [B] int64 on the CPU (packed input only)
+    flat_index: Optional[torch.Tensor]      # packed row -> t*B + b, on x's device (packed only)
     batch_sizes: Optional[torch.Tensor]     # PackedSequence fields, to rebuild the output
     sorted_indices: Optional[torch.Tensor]
     unsorted_indices: Optional[torch.Tensor]
@@ -32,8 +75,9 @@ class Sequence:
     def output(self, y):
         """y [T, B, F] time-major → the output form torch.nn would return."""
         if self.packed:
-            data, batch_sizes = torch._pack_padded_sequence(y, self.lengths, False)
-            return PackedSequence(data, batch_sizes, self.sorted_indices, self.unsorted_indices)
+            data = _Gather.apply(y.reshape(-1, y.shape[2]), self.flat_index)
+            return PackedSequence(data, self.batch_sizes, self.sorted_indices,
+                                  self.unsorted_indices)
         if self.unbatched:
             return y.squeeze(1)
         return y.transpose(0, 1) if self.batch_first else y
@@ -106,9 +150,12 @@ def to_sequence(name, input, batch_first, input_size):
             raise RuntimeError(f"{name}: a PackedSequence cannot be captured in a CUDA graph: "
                                "capture padded input, or run this call outside the graph")
         _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices)
-        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes), batch_first=False)
-        return Sequence(x, lengths.to(torch.int64), batch_sizes, sorted_indices,
-                        unsorted_indices, unbatched=False, batch_first=False)
+        flat, lengths = _packed_layout(batch_sizes)
+        flat = flat.to(data.device)
+        T, B = batch_sizes.numel(), int(batch_sizes[0])
+        x = _Scatter.apply(data, flat, T * B).view(T, B, data.shape[1])
+        return Sequence(x, lengths, flat, batch_sizes, sorted_indices, unsorted_indices,
+                        unbatched=False, batch_first=False)
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{name}: input must be a Tensor or a PackedSequence, got "
                         f"{type(input).__name__}")
@@ -116,6 +163,6 @@ def to_sequence(name, input, batch_first, input_size):
         raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
     _check_features(name, input, input_size)
     if input.dim() == 2:
-        return Sequence(input.unsqueeze(1), None, None, None, None, True, batch_first)
+        return Sequence(input.unsqueeze(1), None, None, None, None, None, True, batch_first)
     x = input.transpose(0, 1) if batch_first else input
-    return Sequence(x, None, None, None, None, False, batch_first)
+    return Sequence(x, None, None, None, None, None, False, batch_first)

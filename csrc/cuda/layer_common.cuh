@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 namespace fused_rnn::cuda {
 
@@ -58,5 +60,21 @@ inline at::Tensor lengths_on(const char* op, const std::optional<at::Tensor>& le
   return lengths->to(at::TensorOptions().device(dev), /*non_blocking=*/false, /*copy=*/true)
       .contiguous();
 }
+
+// Whether a forward step runs as one fused kernel (recurrent product + cell math) rather
+// than a cuBLAS GEMM and a pointwise kernel. The fused kernel rereads W_hh once per 8 batch
+// rows, so it pays where cuBLAS has too few output tiles to fill the GPU: small batches.
+// FUSED_RNN_CUDA_STEP_KERNEL=0 / 1 forces either path (A/B runs, tests of both).
+inline bool use_fused_step(int64_t B) {
+  static const int mode = [] {
+    const char* env = std::getenv("FUSED_RNN_CUDA_STEP_KERNEL");
+    return env == nullptr ? -1 : (std::string(env) == "0" ? 0 : 1);
+  }();
+  return mode < 0 ? B <= 64 : mode == 1;
+}
+
+// Accumulation type of the fused recurrent product: float for float16/bfloat16/float32.
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
 
 }  // namespace fused_rnn::cuda

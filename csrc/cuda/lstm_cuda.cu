@@ -42,6 +42,28 @@ struct FwdStep {
   int64_t t, B, H;
 };
 
+// Step t for row b, hidden index j, reading and writing global memory: a finished row
+// keeps its state and outputs zeros; an active one runs lstm_forward_elem on gates[b].
+template <typename V, typename T, typename C>
+__device__ __forceinline__ void forward_one(const FwdStep<T, C>& a, int64_t b, int64_t j) {
+  const int64_t H = a.H, r = b * H + j;
+  const bool proj = a.h_raw != nullptr;
+  if (!row_active(a.len, b, a.t)) {
+    a.c_out[r] = a.c_in[r];
+    if (proj) {
+      a.h_raw[r] = T(0);  // read by the dW_hr GEMM: must be finite
+    } else {  // P == H
+      a.h_out[r] = a.h_in[r];
+      a.y[r] = T(0);
+    }
+    return;
+  }
+  T* g = a.gates + b * 4 * H;
+  lstm_forward_elem<V>(g, a.bias, a.c_in + b * H, g, a.c_out + b * H,
+                       proj ? a.h_raw + b * H : a.h_out + b * H,
+                       proj ? static_cast<T*>(nullptr) : a.y + b * H, j, H);
+}
+
 // One thread per (row b, N consecutive hidden indices j). N > 1 only when H % N == 0
 // and every row start is N-aligned: then operands move as vectors into registers and
 // the element function runs on those copies (a row of width N); otherwise N = 1 and
@@ -52,6 +74,10 @@ __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
   const bool proj = a.h_raw != nullptr;
   FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N;
+    if constexpr (N == 1) {
+      forward_one<V>(a, b, j);
+      continue;
+    }
     const C* c_in = a.c_in + b * H;
     C* c_out = a.c_out + b * H;
     if (!row_active(a.len, b, a.t)) {  // a finished row keeps its state and outputs zeros
@@ -70,9 +96,7 @@ __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
     T* g = a.gates + b * 4 * H;
     T* h_dst = proj ? a.h_raw + b * H : a.h_out + b * H;
     T* y_dst = proj ? static_cast<T*>(nullptr) : a.y + b * H;
-    if constexpr (N == 1) {
-      lstm_forward_elem<V>(g, a.bias, c_in, g, c_out, h_dst, y_dst, j, H);
-    } else {
+    {
       T pre[4 * N], h[N];
       C bias[4 * N], cp[N], c[N];
 #pragma unroll
@@ -93,6 +117,83 @@ __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
       store_pack<N>(h_dst + j, h);
       if (y_dst != nullptr) store_pack<N>(y_dst + j, h);
     }
+  }
+}
+
+// The whole of step t in one launch, for small batches:
+//   gates[b, q*H + j] += sum_k h_in[b, k] W_hh[q*H + j, k]   (b < rows, q = gate i, f, g, o)
+// then forward_one for every (b, j). A block owns kFusedUnits hidden units (all four gates,
+// so its cell math needs no other block's sums) and kFusedRows batch rows; each warp owns
+// kFusedWRows of those W_hh rows against all kFusedRows batch rows, its lanes striding over
+// k (coalesced loads of W_hh and h_in rows), then sums its lanes with shuffles.
+constexpr int kFusedWarps = 8;
+constexpr int kFusedWRows = 4;                                 // W_hh rows per warp
+constexpr int kFusedUnits = kFusedWarps * kFusedWRows / 4;     // hidden units per block (8)
+constexpr int kFusedRows = 8;                                  // batch rows per block
+static_assert(kFusedWRows * kFusedRows == 32, "one reduced sum per lane");
+
+template <typename V, typename T, typename C>
+__global__ void __launch_bounds__(kFusedWarps * 32)
+lstm_fused_step_kernel(FwdStep<T, C> a, const T* __restrict__ w_hh, int64_t P, int64_t rows) {
+  using A = typename Acc<T>::type;
+  const int64_t H = a.H;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kFusedUnits;
+  const int64_t b0 = static_cast<int64_t>(blockIdx.y) * kFusedRows;
+  const int64_t nb = rows - b0;  // active rows of this block (rows are sorted by length)
+  if (nb > 0) {
+    const T* w[kFusedWRows];
+    bool w_ok[kFusedWRows];
+#pragma unroll
+    for (int q = 0; q < kFusedWRows; ++q) {
+      const int r = warp * kFusedWRows + q;  // r = gate * kFusedUnits + unit
+      const int64_t j = j0 + r % kFusedUnits;
+      w_ok[q] = j < H;
+      w[q] = w_hh + ((r / kFusedUnits) * H + (w_ok[q] ? j : 0)) * P;
+    }
+    A acc[kFusedWRows][kFusedRows];
+#pragma unroll
+    for (int q = 0; q < kFusedWRows; ++q)
+#pragma unroll
+      for (int i = 0; i < kFusedRows; ++i) acc[q][i] = A(0);
+    const T* h = a.h_in + b0 * P;
+    for (int64_t k = lane; k < P; k += 32) {
+      A wk[kFusedWRows];
+#pragma unroll
+      for (int q = 0; q < kFusedWRows; ++q) wk[q] = w_ok[q] ? static_cast<A>(w[q][k]) : A(0);
+#pragma unroll
+      for (int i = 0; i < kFusedRows; ++i) {
+        if (i < nb) {
+          const A hk = static_cast<A>(h[i * P + k]);
+#pragma unroll
+          for (int q = 0; q < kFusedWRows; ++q) acc[q][i] += wk[q] * hk;
+        }
+      }
+    }
+    // Butterfly sums: every lane ends with all 32 totals and keeps the one it writes.
+    A mine = A(0);
+#pragma unroll
+    for (int q = 0; q < kFusedWRows; ++q) {
+#pragma unroll
+      for (int i = 0; i < kFusedRows; ++i) {
+        A v = acc[q][i];
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (q * kFusedRows + i == lane) mine = v;
+      }
+    }
+    const int q = lane / kFusedRows, i = lane % kFusedRows;
+    const int r = warp * kFusedWRows + q;
+    const int64_t j = j0 + r % kFusedUnits;
+    if (j < H && i < nb) {
+      T* g = a.gates + (b0 + i) * 4 * H + (r / kFusedUnits) * H + j;
+      *g = static_cast<T>(static_cast<A>(*g) + mine);
+    }
+  }
+  __syncthreads();  // the block's gate sums, in global memory, are visible to all its threads
+  for (int idx = threadIdx.x; idx < kFusedUnits * kFusedRows; idx += blockDim.x) {
+    const int64_t j = j0 + idx % kFusedUnits, b = b0 + idx / kFusedUnits;
+    if (j < H && b < a.B) forward_one<V>(a, b, j);
   }
 }
 
@@ -233,6 +334,9 @@ void forward_loop(const char* op, const LayerDims& d, const at::Tensor& x, const
   gemm(op, false, true, T_ * B, G4, I, x.data_ptr(), I, w_ih.data_ptr(), I, false, gp, G4, ab,
        ab);
   auto stream = at::cuda::getCurrentCUDAStream();
+  const T* w_hh_p = ptr<T>(w_hh);
+  // grid.y = B / kFusedRows blocks must stay within CUDA's 65,535 limit.
+  const bool fused = use_fused_step(B) && (B + kFusedRows - 1) / kFusedRows <= 65535;
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     T* g_t = gp + t * B * G4;
@@ -240,10 +344,17 @@ void forward_loop(const char* op, const LayerDims& d, const at::Tensor& x, const
     T* h_out = hp + slot_out(t, reverse) * B * P;
     T* y_t = yp + t * B * P;
     T* hr_t = proj ? hrp + t * B * H : nullptr;
-    gemm(op, false, true, rows[t], G4, P, h_in, P, w_hh.data_ptr(), P, true, g_t, G4, ab, ab);
     FwdStep<T, C> st{g_t, bp, cp + slot_in(t, reverse) * B * H, cp + slot_out(t, reverse) * B * H,
                      h_in, h_out, hr_t, y_t, len, t, B, H};
-    launch_forward_step<T, C>(op, st, vec);
+    if (fused) {
+      const dim3 grid(static_cast<unsigned>((H + kFusedUnits - 1) / kFusedUnits),
+                      static_cast<unsigned>((B + kFusedRows - 1) / kFusedRows));
+      lstm_fused_step_kernel<C><<<grid, kFusedWarps * 32, 0, stream>>>(st, w_hh_p, P, rows[t]);
+      check_launch(op, "lstm_fused_step_kernel");
+    } else {
+      gemm(op, false, true, rows[t], G4, P, h_in, P, w_hh_p, P, true, g_t, G4, ab, ab);
+      launch_forward_step<T, C>(op, st, vec);
+    }
     if (proj) {
       // r = h_raw W_hr^T is both the output and the next state.
       gemm(op, false, true, rows[t], P, H, hr_t, H, w_hr.data_ptr(), H, false, y_t, P, ab, ab);

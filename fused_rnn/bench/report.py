@@ -27,6 +27,9 @@ def _cell(r, key, fmt):
 
 def markdown(results, env):
     cols = list(_COLUMNS)
+    if any(r.get("fused_padded_median_ms") is not None for r in results):
+        cols += [("fused padded ms", "fused_padded_median_ms", "{:.2f}"),
+                 ("packed vs padded", "packed_vs_padded", "{:.2f}×")]
     if any(r.get("torch_peak_mem_mb") is not None for r in results):
         cols += [("torch peak MB", "torch_peak_mem_mb", "{:.0f}"),
                  ("fused peak MB", "fused_peak_mem_mb", "{:.0f}")]

@@ -88,18 +88,28 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
         res.update(status="mismatch", note=f"outputs/gradients differ by {diff:.3g}: not timed")
         return res
 
+    # A varlen case also times our own run on the padded batch (same T and B): packed
+    # input should never cost more than padding it would.
+    mods, inps = [ref, ours], [inp, inp]
+    if case.varlen:
+        padded, _ = make_input(case.with_(varlen=False), device, dtype, seed)
+        mods.append(ours)
+        inps.append(padded)
     if case.mode == "inference":
-        def make(m):
+        def make(m, x):
             def fn():
                 with torch.no_grad():
-                    m(inp)
+                    m(x)
             return fn
-        fns = [make(ref), make(ours)]
+        fns = [make(m, x) for m, x in zip(mods, inps)]
         before = None
     else:
-        inps = [with_grad(inp), with_grad(inp)]
-        mods = [ref, ours]
-        fns = [lambda: _forward(ref, inps[0], grad_out), lambda: _forward(ours, inps[1], grad_out)]
+        inps = [with_grad(x) for x in inps]
+        grads = [grad_out, grad_out]
+        if case.varlen:
+            with torch.no_grad():
+                grads.append(torch.randn_like(output_tensor(ours(inps[2]))))
+        fns = [(lambda m=m, x=x, g=g: _forward(m, x, g)) for m, x, g in zip(mods, inps, grads)]
 
         def before(i):  # fresh gradients, outside the timed region
             mods[i].zero_grad(set_to_none=True)
@@ -107,6 +117,10 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
             leaf.grad = None
 
     times = timing.interleaved(fns, device, repeats, warmup, before)
+    if case.varlen:
+        s = timing.summary(times.pop())
+        fns.pop()
+        res["fused_padded_median_ms"] = s["median_ms"]
     flops = case_flops(case, tokens)
     res["tokens"] = tokens
     res["gflop"] = flops / 1e9
@@ -122,4 +136,6 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
         res[f"{label}_peak_mem_mb"] = _peak_memory_mb(fn, device)
     res["repeats"] = repeats
     res["speedup"] = res["torch_median_ms"] / res["fused_median_ms"]
+    if case.varlen:
+        res["packed_vs_padded"] = res["fused_padded_median_ms"] / res["fused_median_ms"]
     return res
