@@ -174,6 +174,8 @@ if (( BUILT )) && [ "${GPU_CHECK_EXTRA_BENCH:-1}" = 1 ]; then
   bench_extra latency 90 --suite latency
   # A/B of the fused forward step: the quick suite with the cuBLAS + pointwise path only.
   FUSED_RNN_CUDA_STEP_KERNEL=0 bench_extra quick_step0 90 --suite quick
+  FUSED_RNN_CUDA_STEP_KERNEL=0 bench_extra latency_step0 90 --suite latency
+  FUSED_RNN_CUDA_STEP_KERNEL=0 bench_extra float16_step0 90 --suite quick --dtype float16
 fi
 
 # ------------------------------------------------------------------------------ summary

@@ -125,14 +125,32 @@ __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
 // then forward_one for every (b, j). A block owns kFusedUnits hidden units (all four gates,
 // so its cell math needs no other block's sums) and kFusedRows batch rows; each warp owns
 // kFusedWRows of those W_hh rows against all kFusedRows batch rows, its lanes striding over
-// k (coalesced loads of W_hh and h_in rows), then sums its lanes with shuffles.
+// k with VW-element (16-byte) loads of W_hh and h_in rows, then sums across lanes.
 constexpr int kFusedWarps = 8;
 constexpr int kFusedWRows = 4;                                 // W_hh rows per warp
 constexpr int kFusedUnits = kFusedWarps * kFusedWRows / 4;     // hidden units per block (8)
 constexpr int kFusedRows = 8;                                  // batch rows per block
-static_assert(kFusedWRows * kFusedRows == 32, "one reduced sum per lane");
+constexpr int kFusedSums = kFusedWRows * kFusedRows;           // sums per warp
+static_assert(kFusedSums == 32, "one reduced sum per lane");
 
-template <typename V, typename T, typename C>
+// Sums v over the warp's 32 lanes and leaves lane l with the total of v[l]: recursive
+// halving, 31 shuffles instead of 32 full butterflies (160); indices stay compile-time.
+template <typename A>
+__device__ __forceinline__ A warp_reduce_scatter(A (&v)[32], int lane) {
+#pragma unroll
+  for (int half = 16; half >= 1; half /= 2) {
+    const bool upper = (lane & half) != 0;
+#pragma unroll
+    for (int n = 0; n < half; ++n) {
+      const A send = upper ? v[n] : v[n + half];
+      const A keep = upper ? v[n + half] : v[n];
+      v[n] = keep + __shfl_xor_sync(0xffffffffu, send, half);
+    }
+  }
+  return v[0];
+}
+
+template <typename V, int VW, typename T, typename C>
 __global__ void __launch_bounds__(kFusedWarps * 32)
 lstm_fused_step_kernel(FwdStep<T, C> a, const T* __restrict__ w_hh, int64_t P, int64_t rows) {
   using A = typename Acc<T>::type;
@@ -142,46 +160,36 @@ lstm_fused_step_kernel(FwdStep<T, C> a, const T* __restrict__ w_hh, int64_t P, i
   const int64_t b0 = static_cast<int64_t>(blockIdx.y) * kFusedRows;
   const int64_t nb = rows - b0;  // active rows of this block (rows are sorted by length)
   if (nb > 0) {
+    // Out-of-range units and rows read a valid row instead (unit 0, the last active row):
+    // no branch in the loop; their sums are dropped below.
     const T* w[kFusedWRows];
-    bool w_ok[kFusedWRows];
 #pragma unroll
     for (int q = 0; q < kFusedWRows; ++q) {
       const int r = warp * kFusedWRows + q;  // r = gate * kFusedUnits + unit
       const int64_t j = j0 + r % kFusedUnits;
-      w_ok[q] = j < H;
-      w[q] = w_hh + ((r / kFusedUnits) * H + (w_ok[q] ? j : 0)) * P;
+      w[q] = w_hh + ((r / kFusedUnits) * H + (j < H ? j : 0)) * P;
     }
-    A acc[kFusedWRows][kFusedRows];
+    const T* h[kFusedRows];
 #pragma unroll
-    for (int q = 0; q < kFusedWRows; ++q)
+    for (int i = 0; i < kFusedRows; ++i) h[i] = a.h_in + (b0 + (i < nb ? i : nb - 1)) * P;
+    A acc[kFusedSums];
 #pragma unroll
-      for (int i = 0; i < kFusedRows; ++i) acc[q][i] = A(0);
-    const T* h = a.h_in + b0 * P;
-    for (int64_t k = lane; k < P; k += 32) {
-      A wk[kFusedWRows];
+    for (int n = 0; n < kFusedSums; ++n) acc[n] = A(0);
+    for (int64_t k = static_cast<int64_t>(lane) * VW; k < P; k += 32 * VW) {
+      T wv[kFusedWRows][VW], hv[kFusedRows][VW];
 #pragma unroll
-      for (int q = 0; q < kFusedWRows; ++q) wk[q] = w_ok[q] ? static_cast<A>(w[q][k]) : A(0);
+      for (int q = 0; q < kFusedWRows; ++q) load_pack<VW>(w[q] + k, wv[q]);
 #pragma unroll
-      for (int i = 0; i < kFusedRows; ++i) {
-        if (i < nb) {
-          const A hk = static_cast<A>(h[i * P + k]);
+      for (int i = 0; i < kFusedRows; ++i) load_pack<VW>(h[i] + k, hv[i]);
 #pragma unroll
-          for (int q = 0; q < kFusedWRows; ++q) acc[q][i] += wk[q] * hk;
-        }
-      }
+      for (int e = 0; e < VW; ++e)
+#pragma unroll
+        for (int i = 0; i < kFusedRows; ++i)
+#pragma unroll
+          for (int q = 0; q < kFusedWRows; ++q)
+            acc[q * kFusedRows + i] += static_cast<A>(wv[q][e]) * static_cast<A>(hv[i][e]);
     }
-    // Butterfly sums: every lane ends with all 32 totals and keeps the one it writes.
-    A mine = A(0);
-#pragma unroll
-    for (int q = 0; q < kFusedWRows; ++q) {
-#pragma unroll
-      for (int i = 0; i < kFusedRows; ++i) {
-        A v = acc[q][i];
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (q * kFusedRows + i == lane) mine = v;
-      }
-    }
+    const A mine = warp_reduce_scatter(acc, lane);  // the sum of (q, i) = (lane / 8, lane % 8)
     const int q = lane / kFusedRows, i = lane % kFusedRows;
     const int r = warp * kFusedWRows + q;
     const int64_t j = j0 + r % kFusedUnits;
@@ -337,6 +345,8 @@ void forward_loop(const char* op, const LayerDims& d, const at::Tensor& x, const
   const T* w_hh_p = ptr<T>(w_hh);
   // grid.y = B / kFusedRows blocks must stay within CUDA's 65,535 limit.
   const bool fused = use_fused_step(B) && (B + kFusedRows - 1) / kFusedRows <= 65535;
+  // 16-byte loads of W_hh and h rows: every row start is N-aligned when P % N == 0.
+  const bool fused_vec = P % N == 0 && pack_aligned<N>(w_hh_p) && pack_aligned<N>(hp);
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     T* g_t = gp + t * B * G4;
@@ -349,7 +359,13 @@ void forward_loop(const char* op, const LayerDims& d, const at::Tensor& x, const
     if (fused) {
       const dim3 grid(static_cast<unsigned>((H + kFusedUnits - 1) / kFusedUnits),
                       static_cast<unsigned>((B + kFusedRows - 1) / kFusedRows));
-      lstm_fused_step_kernel<C><<<grid, kFusedWarps * 32, 0, stream>>>(st, w_hh_p, P, rows[t]);
+      if (fused_vec) {
+        lstm_fused_step_kernel<C, N><<<grid, kFusedWarps * 32, 0, stream>>>(st, w_hh_p, P,
+                                                                            rows[t]);
+      } else {
+        lstm_fused_step_kernel<C, 1><<<grid, kFusedWarps * 32, 0, stream>>>(st, w_hh_p, P,
+                                                                            rows[t]);
+      }
       check_launch(op, "lstm_fused_step_kernel");
     } else {
       gemm(op, false, true, rows[t], G4, P, h_in, P, w_hh_p, P, true, g_t, G4, ab, ab);
