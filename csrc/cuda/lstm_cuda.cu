@@ -344,7 +344,8 @@ void forward_loop(const char* op, const LayerDims& d, const at::Tensor& x, const
   auto stream = at::cuda::getCurrentCUDAStream();
   const T* w_hh_p = ptr<T>(w_hh);
   // grid.y = B / kFusedRows blocks must stay within CUDA's 65,535 limit.
-  const bool fused = use_fused_step(B) && (B + kFusedRows - 1) / kFusedRows <= 65535;
+  const bool fused =
+      use_fused_step(B, sizeof(T)) && (B + kFusedRows - 1) / kFusedRows <= 65535;
   // 16-byte loads of W_hh and h rows: every row start is N-aligned when P % N == 0.
   const bool fused_vec = P % N == 0 && pack_aligned<N>(w_hh_p) && pack_aligned<N>(hp);
   for (int64_t s = 0; s < T_; ++s) {
