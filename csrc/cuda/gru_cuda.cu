@@ -21,6 +21,7 @@
 #include "../gru_step.h"
 #include "cublas_gemm.h"
 #include "launch.h"
+#include "fused_step.cuh"
 #include "layer_common.cuh"
 
 namespace fused_rnn::cuda {
@@ -29,7 +30,8 @@ namespace {
 template <typename T>
 struct GruFwdStep {
   T* gates;         // [B, 3H] in: x W_ih^T; out: activations r, z, n
-  const T* gh;      // [B, 3H] h_prev W_hh^T (rows of finished batch entries unset)
+  T* gh;            // [B, 3H] scratch: h_prev W_hh^T, by the GEMM or the fused kernel
+                    // (rows of finished batch entries unset)
   const T* b_ih;    // [3H] or nullptr
   const T* b_hh;    // [3H] or nullptr
   const T* h_in;    // [B, H]
@@ -40,6 +42,23 @@ struct GruFwdStep {
   int64_t t, B, H;
 };
 
+// Step t for row b, hidden index j, reading and writing global memory: a finished row
+// keeps its state and outputs zeros; an active one runs gru_forward_elem.
+template <typename V, typename T>
+__device__ __forceinline__ void gru_forward_one(const GruFwdStep<T>& a, int64_t b, int64_t j) {
+  const int64_t H = a.H, r = b * H;
+  T* g = a.gates + b * 3 * H;
+  if (!row_active(a.len, b, a.t)) {
+    a.h_out[r + j] = a.h_in[r + j];
+    a.y[r + j] = T(0);
+    a.hn[r + j] = T(0);  // saved tensors stay deterministic
+    for (int k = 0; k < 3; ++k) g[k * H + j] = T(0);
+    return;
+  }
+  gru_forward_elem<V>(g, a.gh + b * 3 * H, a.b_ih, a.b_hh, a.h_in + r, g, a.hn + r,
+                      a.h_out + r, a.y + r, j, H);
+}
+
 // One thread per (row b, N consecutive hidden indices); see lstm_cuda.cu for the
 // vector (N > 1) / scalar (N = 1) split.
 template <typename V, int N, typename T>
@@ -47,6 +66,10 @@ __global__ void gru_forward_step_kernel(GruFwdStep<T> a) {
   const int64_t H = a.H, chunks = H / N, total = a.B * chunks;
   FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N, r = b * H;
+    if constexpr (N == 1) {
+      gru_forward_one<V>(a, b, j);
+      continue;
+    }
     T* g = a.gates + b * 3 * H;
     if (!row_active(a.len, b, a.t)) {  // a finished row keeps its state and outputs zeros
 #pragma unroll
@@ -60,10 +83,7 @@ __global__ void gru_forward_step_kernel(GruFwdStep<T> a) {
       continue;
     }
     const T* gh = a.gh + b * 3 * H;
-    if constexpr (N == 1) {
-      gru_forward_elem<V>(g, gh, a.b_ih, a.b_hh, a.h_in + r, g, a.hn + r, a.h_out + r, a.y + r,
-                          j, H);
-    } else {
+    {
       T gi[3 * N], ghl[3 * N], bi[3 * N], bh[3 * N], hp[N], hn[N], h[N];
       const bool bias = a.b_ih != nullptr;
 #pragma unroll
@@ -90,6 +110,17 @@ __global__ void gru_forward_step_kernel(GruFwdStep<T> a) {
       store_pack<N>(a.y + r + j, h);
     }
   }
+}
+
+// The whole of step t in one launch, for small batches (fused_step.cuh):
+//   gh[b, q*H + j] = sum_k h_in[b, k] W_hh[q*H + j, k]   (b < rows, q = gate r, z, n)
+// then gru_forward_one for every (b, j) of the block.
+template <typename V, int VW, typename T>
+__global__ void __launch_bounds__(fused_step_threads(3))
+gru_fused_step_kernel(GruFwdStep<T> a, const T* __restrict__ w_hh, int64_t rows) {
+  fused_recurrent_step<3, VW>(w_hh, a.h_in, a.H, a.H, rows, a.gh,
+                              /*accumulate=*/false);
+  for_each_block_elem(a.H, a.B, [&](int64_t b, int64_t j) { gru_forward_one<V>(a, b, j); });
 }
 
 template <typename T, typename C>
@@ -164,12 +195,26 @@ void gru_forward_loop(const char* op, const LayerDims& d, const at::Tensor& x,
   gemm(op, false, true, T_ * B, G3, I, x.data_ptr(), I, w_ih.data_ptr(), I, false, gp, G3, ab,
        ab);
   auto stream = at::cuda::getCurrentCUDAStream();
+  const T* w_hh_p = ptr<T>(w_hh);
+  const bool fused = use_fused_step(B, sizeof(T));
+  const bool fused_vec = fused_step_vec_ok<N>(H, w_hh_p, hp);
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     const T* h_in = hp + slot_in(t, reverse) * B * H;
-    gemm(op, false, true, rows[t], G3, H, h_in, H, w_hh.data_ptr(), H, false, ghp, G3, ab, ab);
     GruFwdStep<T> st{gp + t * B * G3, ghp, bip, bhp, h_in, hp + slot_out(t, reverse) * B * H,
                      hnp + t * B * H, yp + t * B * H, len, t, B, H};
+    if (fused) {
+      if (fused_vec) {
+        gru_fused_step_kernel<V, N><<<fused_step_grid(H, B), fused_step_threads(3), 0, stream>>>(
+            st, w_hh_p, rows[t]);
+      } else {
+        gru_fused_step_kernel<V, 1><<<fused_step_grid(H, B), fused_step_threads(3), 0, stream>>>(
+            st, w_hh_p, rows[t]);
+      }
+      check_launch(op, "gru_fused_step_kernel");
+      continue;
+    }
+    gemm(op, false, true, rows[t], G3, H, h_in, H, w_hh_p, H, false, ghp, G3, ab, ab);
     if (vec) {
       gru_forward_step_kernel<V, N><<<blocks_for(B * (H / N)), kThreads, 0, stream>>>(st);
     } else {

@@ -5,9 +5,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 
-#include <cstdlib>
 #include <optional>
-#include <string>
 
 namespace fused_rnn::cuda {
 
@@ -60,23 +58,5 @@ inline at::Tensor lengths_on(const char* op, const std::optional<at::Tensor>& le
   return lengths->to(at::TensorOptions().device(dev), /*non_blocking=*/false, /*copy=*/true)
       .contiguous();
 }
-
-// Whether a forward step runs as one fused kernel (recurrent product + cell math) rather
-// than a cuBLAS GEMM and a pointwise kernel: one launch instead of two per step, but W_hh
-// is reread once per 8 batch rows. Measured on an H100 (benchmarks/NOTES.md): faster up
-// to B = 16 in float32 (1.3-1.4x at B=1 and 16), slower at B = 64; in float16 faster at
-// B = 1, slower at B = 16 inference. FUSED_RNN_CUDA_STEP_KERNEL=0 / 1 forces either path
-// (A/B runs, tests of both).
-inline bool use_fused_step(int64_t B, size_t elem_size) {
-  static const int mode = [] {
-    const char* env = std::getenv("FUSED_RNN_CUDA_STEP_KERNEL");
-    return env == nullptr ? -1 : (std::string(env) == "0" ? 0 : 1);
-  }();
-  return mode < 0 ? B <= (elem_size == 2 ? 8 : 16) : mode == 1;
-}
-
-// Accumulation type of the fused recurrent product: float for float16/bfloat16/float32.
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
 
 }  // namespace fused_rnn::cuda

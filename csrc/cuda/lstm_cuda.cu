@@ -21,6 +21,7 @@
 #include "../lstm_step.h"
 #include "cublas_gemm.h"
 #include "launch.h"
+#include "fused_step.cuh"
 #include "layer_common.cuh"
 
 namespace fused_rnn::cuda {
@@ -120,89 +121,14 @@ __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
   }
 }
 
-// The whole of step t in one launch, for small batches:
+// The whole of step t in one launch, for small batches (fused_step.cuh):
 //   gates[b, q*H + j] += sum_k h_in[b, k] W_hh[q*H + j, k]   (b < rows, q = gate i, f, g, o)
-// then forward_one for every (b, j). A block owns kFusedUnits hidden units (all four gates,
-// so its cell math needs no other block's sums) and kFusedRows batch rows; each warp owns
-// kFusedWRows of those W_hh rows against all kFusedRows batch rows, its lanes striding over
-// k with VW-element (16-byte) loads of W_hh and h_in rows, then sums across lanes.
-constexpr int kFusedWarps = 8;
-constexpr int kFusedWRows = 4;                                 // W_hh rows per warp
-constexpr int kFusedUnits = kFusedWarps * kFusedWRows / 4;     // hidden units per block (8)
-constexpr int kFusedRows = 8;                                  // batch rows per block
-constexpr int kFusedSums = kFusedWRows * kFusedRows;           // sums per warp
-static_assert(kFusedSums == 32, "one reduced sum per lane");
-
-// Sums v over the warp's 32 lanes and leaves lane l with the total of v[l]: recursive
-// halving, 31 shuffles instead of 32 full butterflies (160); indices stay compile-time.
-template <typename A>
-__device__ __forceinline__ A warp_reduce_scatter(A (&v)[32], int lane) {
-#pragma unroll
-  for (int half = 16; half >= 1; half /= 2) {
-    const bool upper = (lane & half) != 0;
-#pragma unroll
-    for (int n = 0; n < half; ++n) {
-      const A send = upper ? v[n] : v[n + half];
-      const A keep = upper ? v[n + half] : v[n];
-      v[n] = keep + __shfl_xor_sync(0xffffffffu, send, half);
-    }
-  }
-  return v[0];
-}
-
+// then forward_one for every (b, j) of the block.
 template <typename V, int VW, typename T, typename C>
-__global__ void __launch_bounds__(kFusedWarps * 32)
+__global__ void __launch_bounds__(fused_step_threads(4))
 lstm_fused_step_kernel(FwdStep<T, C> a, const T* __restrict__ w_hh, int64_t P, int64_t rows) {
-  using A = typename Acc<T>::type;
-  const int64_t H = a.H;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kFusedUnits;
-  const int64_t b0 = static_cast<int64_t>(blockIdx.y) * kFusedRows;
-  const int64_t nb = rows - b0;  // active rows of this block (rows are sorted by length)
-  if (nb > 0) {
-    // Out-of-range units and rows read a valid row instead (unit 0, the last active row):
-    // no branch in the loop; their sums are dropped below.
-    const T* w[kFusedWRows];
-#pragma unroll
-    for (int q = 0; q < kFusedWRows; ++q) {
-      const int r = warp * kFusedWRows + q;  // r = gate * kFusedUnits + unit
-      const int64_t j = j0 + r % kFusedUnits;
-      w[q] = w_hh + ((r / kFusedUnits) * H + (j < H ? j : 0)) * P;
-    }
-    const T* h[kFusedRows];
-#pragma unroll
-    for (int i = 0; i < kFusedRows; ++i) h[i] = a.h_in + (b0 + (i < nb ? i : nb - 1)) * P;
-    A acc[kFusedSums];
-#pragma unroll
-    for (int n = 0; n < kFusedSums; ++n) acc[n] = A(0);
-    for (int64_t k = static_cast<int64_t>(lane) * VW; k < P; k += 32 * VW) {
-      T wv[kFusedWRows][VW], hv[kFusedRows][VW];
-#pragma unroll
-      for (int q = 0; q < kFusedWRows; ++q) load_pack<VW>(w[q] + k, wv[q]);
-#pragma unroll
-      for (int i = 0; i < kFusedRows; ++i) load_pack<VW>(h[i] + k, hv[i]);
-#pragma unroll
-      for (int e = 0; e < VW; ++e)
-#pragma unroll
-        for (int i = 0; i < kFusedRows; ++i)
-#pragma unroll
-          for (int q = 0; q < kFusedWRows; ++q)
-            acc[q * kFusedRows + i] += static_cast<A>(wv[q][e]) * static_cast<A>(hv[i][e]);
-    }
-    const A mine = warp_reduce_scatter(acc, lane);  // the sum of (q, i) = (lane / 8, lane % 8)
-    const int q = lane / kFusedRows, i = lane % kFusedRows;
-    const int r = warp * kFusedWRows + q;
-    const int64_t j = j0 + r % kFusedUnits;
-    if (j < H && i < nb) {
-      T* g = a.gates + (b0 + i) * 4 * H + (r / kFusedUnits) * H + j;
-      *g = static_cast<T>(static_cast<A>(*g) + mine);
-    }
-  }
-  __syncthreads();  // the block's gate sums, in global memory, are visible to all its threads
-  for (int idx = threadIdx.x; idx < kFusedUnits * kFusedRows; idx += blockDim.x) {
-    const int64_t j = j0 + idx % kFusedUnits, b = b0 + idx / kFusedUnits;
-    if (j < H && b < a.B) forward_one<V>(a, b, j);
-  }
+  fused_recurrent_step<4, VW>(w_hh, a.h_in, P, a.H, rows, a.gates, /*accumulate=*/true);
+  for_each_block_elem(a.H, a.B, [&](int64_t b, int64_t j) { forward_one<V>(a, b, j); });
 }
 
 // With a projection, after y[:rows] = h_raw W_hr^T: active rows take y as their new
@@ -343,11 +269,8 @@ void forward_loop(const char* op, const LayerDims& d, const at::Tensor& x, const
        ab);
   auto stream = at::cuda::getCurrentCUDAStream();
   const T* w_hh_p = ptr<T>(w_hh);
-  // grid.y = B / kFusedRows blocks must stay within CUDA's 65,535 limit.
-  const bool fused =
-      use_fused_step(B, sizeof(T)) && (B + kFusedRows - 1) / kFusedRows <= 65535;
-  // 16-byte loads of W_hh and h rows: every row start is N-aligned when P % N == 0.
-  const bool fused_vec = P % N == 0 && pack_aligned<N>(w_hh_p) && pack_aligned<N>(hp);
+  const bool fused = use_fused_step(B, sizeof(T));
+  const bool fused_vec = fused_step_vec_ok<N>(P, w_hh_p, hp);
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     T* g_t = gp + t * B * G4;
@@ -358,14 +281,12 @@ void forward_loop(const char* op, const LayerDims& d, const at::Tensor& x, const
     FwdStep<T, C> st{g_t, bp, cp + slot_in(t, reverse) * B * H, cp + slot_out(t, reverse) * B * H,
                      h_in, h_out, hr_t, y_t, len, t, B, H};
     if (fused) {
-      const dim3 grid(static_cast<unsigned>((H + kFusedUnits - 1) / kFusedUnits),
-                      static_cast<unsigned>((B + kFusedRows - 1) / kFusedRows));
       if (fused_vec) {
-        lstm_fused_step_kernel<C, N><<<grid, kFusedWarps * 32, 0, stream>>>(st, w_hh_p, P,
-                                                                            rows[t]);
+        lstm_fused_step_kernel<C, N><<<fused_step_grid(H, B), fused_step_threads(4), 0, stream>>>(
+            st, w_hh_p, P, rows[t]);
       } else {
-        lstm_fused_step_kernel<C, 1><<<grid, kFusedWarps * 32, 0, stream>>>(st, w_hh_p, P,
-                                                                            rows[t]);
+        lstm_fused_step_kernel<C, 1><<<fused_step_grid(H, B), fused_step_threads(4), 0, stream>>>(
+            st, w_hh_p, P, rows[t]);
       }
       check_launch(op, "lstm_fused_step_kernel");
     } else {
