@@ -2,7 +2,8 @@
 //
 // Forward: the input projection of every step as one cuBLAS GEMM; per step one GEMM
 // (h_prev W_hh^T, accumulated into that step's gate rows) and one fused pointwise
-// kernel running lstm_forward_elem, the very function the CPU runs. Backward walks
+// kernel running lstm_forward_elem, the very function the CPU runs (small batches: both in
+// one kernel, fused_step.cuh). Backward walks
 // the steps in reverse with one fused kernel and one GEMM per step, then forms dx and
 // the weight gradients as single GEMMs over all steps and the bias gradient as one
 // reduction (no atomics). Everything is queued on torch's current stream: no host
