@@ -4,9 +4,9 @@
 // (h_prev W_hh^T into a scratch block, kept apart from the input projection since r
 // scales its n block) and one fused pointwise kernel running gru_forward_elem, the very
 // function the CPU runs (small batches: both in one kernel, fused_step.cuh). Backward
-// walks the steps in reverse with one fused kernel and
-// one GEMM per step (dh_prev += dgh W_hh), then forms dx and the weight gradients as
-// single GEMMs over all steps and the bias gradients as reductions (no atomics). All on
+// walks the steps in reverse with one fused kernel and one GEMM per step (dh_prev +=
+// dgh W_hh), then forms dx and the weight gradients as single GEMMs over all steps and
+// the bias gradients as reductions (no atomics). All on
 // torch's current stream, nothing allocated or synchronized inside the time loops.
 //
 // Storage is the input dtype (a GRU has no cell state), except the running gradient dL/dh
