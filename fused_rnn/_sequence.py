@@ -46,10 +46,12 @@ def _packed_layout(batch_sizes):
     row's length. One gather/scatter then replaces torch's pad/pack, which copy step by step
     in forward and backward (on CUDA a kernel per step each way)."""
     T, B = batch_sizes.numel(), int(batch_sizes[0])
-    steps = torch.repeat_interleave(torch.arange(T), batch_sizes)
+    # Packed row i of step t sits at t*B + (i - start of step t); few ops (this runs per call).
     starts = torch.cumsum(batch_sizes, 0) - batch_sizes
-    flat = steps * B + (torch.arange(steps.numel()) - starts[steps])
-    lengths = (batch_sizes.unsqueeze(0) > torch.arange(B).unsqueeze(1)).sum(1)
+    shift = torch.repeat_interleave(torch.arange(T) * B - starts, batch_sizes)
+    flat = torch.arange(shift.numel()) + shift
+    # batch_sizes is non-increasing: row b runs the steps t with batch_sizes[t] > b, a prefix.
+    lengths = torch.searchsorted(-batch_sizes, -torch.arange(B))
     return flat, lengths
 
 
@@ -110,22 +112,23 @@ def _check_features(name, x, input_size):
 
 
 def _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices):
-    """A hand-made PackedSequence can carry any batch_sizes; torch's unpacking trusts them
-    (a zero or increasing entry corrupts memory), so check them before unpacking."""
+    """A hand-made PackedSequence can carry any batch_sizes: check them before they become
+    gather/scatter indices (a zero or increasing entry would point outside the batch)."""
     if (batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64
             or batch_sizes.device.type != "cpu" or batch_sizes.numel() == 0):
         raise ValueError(f"{name}: PackedSequence batch_sizes must be a non-empty 1-D int64 CPU "
                          f"tensor, got {batch_sizes.dtype} {list(batch_sizes.shape)} on "
                          f"{batch_sizes.device}")
-    if bool((batch_sizes < 1).any()) or bool((batch_sizes[1:] > batch_sizes[:-1]).any()):
+    sizes = batch_sizes.tolist()  # T ints: checked in Python, cheaper than tensor ops here
+    if min(sizes) < 1 or any(b > a for a, b in zip(sizes, sizes[1:])):
         raise ValueError(f"{name}: PackedSequence batch_sizes must be positive and "
                          f"non-increasing (every sequence length in [1, seq_len]), got "
-                         f"{batch_sizes.tolist()}")
-    total = int(batch_sizes.sum())
+                         f"{sizes}")
+    total = sum(sizes)
     if total != data.shape[0]:
         raise ValueError(f"{name}: PackedSequence batch_sizes sum to {total}, but data has "
                          f"{data.shape[0]} rows")
-    batch = int(batch_sizes[0])
+    batch = sizes[0]
     for idx_name, idx in (("sorted_indices", sorted_indices),
                           ("unsorted_indices", unsorted_indices)):
         if idx is None:
