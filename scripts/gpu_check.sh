@@ -55,7 +55,8 @@ stage_detail() {
     tests*) grep -E "^(=+ )?[0-9]+ (passed|failed)|passed|failed|error" "$log" | tail -n 1 \
               | sed 's/=//g;s/^ *//;s/ *$//' ;;
     sanitizer*) grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize case" "$log" | tr '\n' ' ' ;;
-    bench*) [ -f "$OUT_DIR/bench.md" ] && echo "table: bench.md" || tail -n 1 "$log" ;;
+    bench*) local md="$OUT_DIR/$(basename "$log" .log).md"
+            [ -f "$md" ] && echo "table: $(basename "$md")" || tail -n 1 "$log" ;;
     *) tail -n 1 "$log" | cut -c1-120 ;;
   esac
 }
@@ -103,7 +104,7 @@ if (( BUILT )); then
   if "$PY" -c "import pytest" 2>/dev/null; then
     run_stage "tests (CUDA)" 180 "$OUT_DIR/tests.log" \
       "$PY" -m pytest -q -ra -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml" $CUDA_TESTS
-    # The forward step has two paths chosen by batch size (csrc/cuda/layer_common.cuh):
+    # The forward step has two paths chosen by batch size (csrc/cuda/fused_step.cuh):
     # run the tests once more with each forced, so both meet every shape.
     for mode in 0 1; do
       run_stage "tests (CUDA, FUSED_RNN_CUDA_STEP_KERNEL=$mode)" 180 "$OUT_DIR/tests_step$mode.log" \
