@@ -9,6 +9,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from fused_rnn.bench import timing
 from fused_rnn.bench.cases import Case, make_input, make_modules, output_tensor, with_grad
 
 
@@ -20,20 +21,6 @@ def _step(module, inp, grad_out):
     inp = with_grad(inp)
     module.zero_grad(set_to_none=True)
     torch.autograd.backward(output_tensor(module(inp)), grad_out)
-
-
-def _ms(fn, n=10):
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(n):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[n // 2]
 
 
 def main():
@@ -56,8 +43,8 @@ def main():
                 input_size=a.input_size or a.hidden_size, hidden_size=a.hidden_size,
                 proj_size=a.proj_size, varlen=a.varlen)
     ref, ours = make_modules(case, dev, dtype)
-    runs = [("torch.nn", ref, *make_input(case, dev, dtype)[:1]),
-            ("fused_rnn", ours, *make_input(case, dev, dtype)[:1])]
+    inp = make_input(case, dev, dtype)[0]
+    runs = [("torch.nn", ref, inp), ("fused_rnn", ours, inp)]
     if a.varlen:
         runs.append(("fused_rnn padded", ours, make_input(case.with_(varlen=False), dev, dtype)[0]))
     summary = []
@@ -66,9 +53,10 @@ def main():
         if a.mode == "training":
             with torch.no_grad():
                 grad_out = torch.randn_like(output_tensor(mod(inp)))
-        ms = _ms(lambda: _step(mod, inp, grad_out))
+        fn = lambda: _step(mod, inp, grad_out)  # noqa: E731
+        ms = timing.summary(timing.interleaved([fn], dev, repeats=10, warmup=3)[0])["median_ms"]
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            _step(mod, inp, grad_out)
+            fn()
             torch.cuda.synchronize()
         print(f"\n=== {label} {case.name} {a.dtype}: {ms:.3f} ms")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=a.rows,

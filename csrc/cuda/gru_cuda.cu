@@ -67,49 +67,38 @@ __global__ void gru_forward_step_kernel(GruFwdStep<T> a) {
   const int64_t H = a.H, chunks = H / N, total = a.B * chunks;
   FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N, r = b * H;
-    if constexpr (N == 1) {
-      gru_forward_one<V>(a, b, j);
+    // The scalar path, and finished rows (which keep their state), go element by element.
+    if (N == 1 || !row_active(a.len, b, a.t)) {
+#pragma unroll
+      for (int l = 0; l < N; ++l) gru_forward_one<V>(a, b, j + l);
       continue;
     }
     T* g = a.gates + b * 3 * H;
-    if (!row_active(a.len, b, a.t)) {  // a finished row keeps its state and outputs zeros
-#pragma unroll
-      for (int l = 0; l < N; ++l) {
-        a.h_out[r + j + l] = a.h_in[r + j + l];
-        a.y[r + j + l] = T(0);
-        a.hn[r + j + l] = T(0);  // saved tensors stay deterministic
-#pragma unroll
-        for (int k = 0; k < 3; ++k) g[k * H + j + l] = T(0);
-      }
-      continue;
-    }
     const T* gh = a.gh + b * 3 * H;
-    {
-      T gi[3 * N], ghl[3 * N], bi[3 * N], bh[3 * N], hp[N], hn[N], h[N];
-      const bool bias = a.b_ih != nullptr;
+    T gi[3 * N], ghl[3 * N], bi[3 * N], bh[3 * N], hp[N], hn[N], h[N];
+    const bool bias = a.b_ih != nullptr;
 #pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        load_pack<N>(g + k * H + j, gi + k * N);
-        load_pack<N>(gh + k * H + j, ghl + k * N);
-        if (bias) {
-          load_pack<N>(a.b_ih + k * H + j, bi + k * N);
-          load_pack<N>(a.b_hh + k * H + j, bh + k * N);
-        }
+    for (int k = 0; k < 3; ++k) {
+      load_pack<N>(g + k * H + j, gi + k * N);
+      load_pack<N>(gh + k * H + j, ghl + k * N);
+      if (bias) {
+        load_pack<N>(a.b_ih + k * H + j, bi + k * N);
+        load_pack<N>(a.b_hh + k * H + j, bh + k * N);
       }
-      load_pack<N>(a.h_in + r + j, hp);
-      const T* bi_p = bias ? bi : static_cast<const T*>(nullptr);
-      const T* bh_p = bias ? bh : static_cast<const T*>(nullptr);
-#pragma unroll
-      for (int l = 0; l < N; ++l) {
-        gru_forward_elem<V>(gi, ghl, bi_p, bh_p, hp, gi, hn, h, static_cast<T*>(nullptr), l,
-                            static_cast<int64_t>(N));
-      }
-#pragma unroll
-      for (int k = 0; k < 3; ++k) store_pack<N>(g + k * H + j, gi + k * N);
-      store_pack<N>(a.hn + r + j, hn);
-      store_pack<N>(a.h_out + r + j, h);
-      store_pack<N>(a.y + r + j, h);
     }
+    load_pack<N>(a.h_in + r + j, hp);
+    const T* bi_p = bias ? bi : static_cast<const T*>(nullptr);
+    const T* bh_p = bias ? bh : static_cast<const T*>(nullptr);
+#pragma unroll
+    for (int l = 0; l < N; ++l) {
+      gru_forward_elem<V>(gi, ghl, bi_p, bh_p, hp, gi, hn, h, static_cast<T*>(nullptr), l,
+                          static_cast<int64_t>(N));
+    }
+#pragma unroll
+    for (int k = 0; k < 3; ++k) store_pack<N>(g + k * H + j, gi + k * N);
+    store_pack<N>(a.hn + r + j, hn);
+    store_pack<N>(a.h_out + r + j, h);
+    store_pack<N>(a.y + r + j, h);
   }
 }
 

@@ -76,49 +76,36 @@ __global__ void lstm_forward_step_kernel(FwdStep<T, C> a) {
   const bool proj = a.h_raw != nullptr;
   FR_KERNEL_LOOP(idx, total) {
     const int64_t b = idx / chunks, j = (idx - b * chunks) * N;
-    if constexpr (N == 1) {
-      forward_one<V>(a, b, j);
+    // The scalar path, and finished rows (which keep their state), go element by element.
+    if (N == 1 || !row_active(a.len, b, a.t)) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) forward_one<V>(a, b, j + k);
       continue;
     }
     const C* c_in = a.c_in + b * H;
     C* c_out = a.c_out + b * H;
-    if (!row_active(a.len, b, a.t)) {  // a finished row keeps its state and outputs zeros
-#pragma unroll
-      for (int k = 0; k < N; ++k) {
-        c_out[j + k] = c_in[j + k];
-        if (proj) {
-          a.h_raw[b * H + j + k] = T(0);  // read by the dW_hr GEMM: must be finite
-        } else {  // P == H
-          a.h_out[b * H + j + k] = a.h_in[b * H + j + k];
-          a.y[b * H + j + k] = T(0);
-        }
-      }
-      continue;
-    }
     T* g = a.gates + b * 4 * H;
     T* h_dst = proj ? a.h_raw + b * H : a.h_out + b * H;
     T* y_dst = proj ? static_cast<T*>(nullptr) : a.y + b * H;
-    {
-      T pre[4 * N], h[N];
-      C bias[4 * N], cp[N], c[N];
+    T pre[4 * N], h[N];
+    C bias[4 * N], cp[N], c[N];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        load_pack<N>(g + k * H + j, pre + k * N);
-        if (a.bias != nullptr) load_pack<N>(a.bias + k * H + j, bias + k * N);
-      }
-      load_pack<N>(c_in + j, cp);
-      const C* bias_p = a.bias != nullptr ? bias : static_cast<const C*>(nullptr);
-#pragma unroll
-      for (int k = 0; k < N; ++k) {
-        lstm_forward_elem<V>(pre, bias_p, cp, pre, c, h, static_cast<T*>(nullptr), k,
-                             static_cast<int64_t>(N));
-      }
-#pragma unroll
-      for (int k = 0; k < 4; ++k) store_pack<N>(g + k * H + j, pre + k * N);
-      store_pack<N>(c_out + j, c);
-      store_pack<N>(h_dst + j, h);
-      if (y_dst != nullptr) store_pack<N>(y_dst + j, h);
+    for (int k = 0; k < 4; ++k) {
+      load_pack<N>(g + k * H + j, pre + k * N);
+      if (a.bias != nullptr) load_pack<N>(a.bias + k * H + j, bias + k * N);
     }
+    load_pack<N>(c_in + j, cp);
+    const C* bias_p = a.bias != nullptr ? bias : static_cast<const C*>(nullptr);
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      lstm_forward_elem<V>(pre, bias_p, cp, pre, c, h, static_cast<T*>(nullptr), k,
+                           static_cast<int64_t>(N));
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) store_pack<N>(g + k * H + j, pre + k * N);
+    store_pack<N>(c_out + j, c);
+    store_pack<N>(h_dst + j, h);
+    if (y_dst != nullptr) store_pack<N>(y_dst + j, h);
   }
 }
 
