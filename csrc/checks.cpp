@@ -30,9 +30,8 @@ void check_input(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D [seq_len, batch, input_size], got ",
               x.dim(), "-D with shape ", shape_str(x.sizes()));
   const auto dt = x.scalar_type();
-  const bool ok = dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 ||
-                  (dt == at::kHalf && x.is_cuda());
-  TORCH_CHECK(ok, op, ": x must be float32, float64 or bfloat16 (float16 on CUDA), got ", dt);
+  const bool ok = dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 || dt == at::kHalf;
+  TORCH_CHECK(ok, op, ": x must be float32, float64, float16 or bfloat16, got ", dt);
   TORCH_CHECK(x.is_cpu() || x.is_cuda(), op, ": x must be on a CPU or CUDA device, got ",
               x.device());
 }
@@ -105,7 +104,8 @@ LayerDims check_single_state_forward_args(const char* op, const at::Tensor& x,
 }
 
 at::ScalarType saved_dtype(const at::Tensor& x) {
-  return x.scalar_type() == at::kBFloat16 && x.is_cpu() ? at::kFloat : x.scalar_type();
+  const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+  return half && x.is_cpu() ? at::kFloat : x.scalar_type();
 }
 
 void check_saved(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype,

@@ -52,7 +52,7 @@ LayerDims check_single_state_forward_args(const char* op, const at::Tensor& x,
                                           const at::Tensor& h0,
                                           const std::optional<at::Tensor>& lengths, int64_t G);
 
-// The dtype of what a forward saves for x: float32 for bfloat16 on the CPU (which
+// The dtype of what a forward saves for x: float32 for bfloat16 and float16 on the CPU (which
 // computes in float32), else x's own.
 at::ScalarType saved_dtype(const at::Tensor& x);
 

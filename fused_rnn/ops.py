@@ -12,8 +12,9 @@ _ops = torch.ops.fused_rnn
 
 
 def _work_dtype(x):
-    # On the CPU bfloat16 runs in float32, so what is saved for backward is float32.
-    return torch.float32 if x.dtype == torch.bfloat16 and x.device.type == "cpu" else x.dtype
+    # On the CPU bfloat16 and float16 run in float32, so what is saved for backward is float32.
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    return torch.float32 if half and x.device.type == "cpu" else x.dtype
 
 
 def _cell_dtype(x):

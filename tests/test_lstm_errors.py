@@ -102,7 +102,7 @@ def _args(**over):
     (dict(h0=torch.zeros(3, 4)), r"h0 must have shape \[2, 4\]"),
     (dict(c0=torch.zeros(2, 4, dtype=torch.float64)), r"c0 must have the dtype of x"),
     (dict(x=torch.randn(3, 2)), r"x must be 3-D"),
-    (dict(x=torch.ones(3, 2, 5, dtype=torch.int32)), r"x must be float32, float64 or bfloat16"),
+    (dict(x=torch.ones(3, 2, 5, dtype=torch.int32)), r"x must be float32, float64, float16 or bfloat16"),
     (dict(w_hr=torch.randn(2, 4)), r"w_hh must have shape \[16, 2\]"),
     (dict(lengths=torch.tensor([3, 4])), r"lengths\[1\] = 4 is outside \[0, seq_len = 3\]"),
     (dict(lengths=torch.tensor([3, -1])), r"lengths\[1\] = -1 is outside"),

@@ -29,9 +29,10 @@ inline void zero_row(S* dst, int64_t n) {
   std::fill(dst, dst + n, S(0));
 }
 
-// bfloat16 runs in float32 (so states accumulate in float32).
+// bfloat16 and float16 run in float32 (so states accumulate in float32).
 inline at::ScalarType work_dtype(const at::Tensor& x) {
-  return x.scalar_type() == at::kBFloat16 ? at::kFloat : x.scalar_type();
+  const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+  return half ? at::kFloat : x.scalar_type();
 }
 
 inline at::Tensor as_work(const at::Tensor& t, at::ScalarType dt) {
