@@ -7,6 +7,7 @@ csrc/lstm_args.h, csrc/gru_args.h and csrc/rnn_args.h for every argument's shape
 import torch
 
 from . import _extension  # noqa: F401  (loads the library that defines the ops)
+from . import _rerun
 
 _ops = torch.ops.fused_rnn
 
@@ -74,13 +75,18 @@ def _lstm_backward_fake(dy, dh_n, dc_n, x, w_ih, w_hh, w_hr, lengths, reverse, h
 def _lstm_setup_context(ctx, inputs, output):
     x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse = inputs
     gates, hs, cs, h_raw = output[3:]
-    ctx.save_for_backward(x, w_ih, w_hh, w_hr, lengths, gates, hs, cs, h_raw)
+    # The biases and initial state only for a differentiable backward (_rerun.py).
+    ctx.save_for_backward(x, w_ih, w_hh, w_hr, lengths, gates, hs, cs, h_raw, b_ih, b_hh, h0, c0)
     ctx.reverse = reverse
     ctx.has_bias = b_ih is not None
 
 
 def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused_grads_of_saved):
-    x, w_ih, w_hh, w_hr, lengths, gates, hs, cs, h_raw = ctx.saved_tensors
+    x, w_ih, w_hh, w_hr, lengths, gates, hs, cs, h_raw, b_ih, b_hh, h0, c0 = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: the backward must be differentiable
+        return tuple(_rerun.grads(_rerun.lstm, (x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths,
+                                                ctx.reverse), ctx.needs_input_grad,
+                                  (dy, dh_n, dc_n)))
     T, B, _ = x.shape
     H, P = cs.shape[2], hs.shape[2]
     dx, dw_ih, dw_hh, db, dw_hr, dh0, dc0 = _ops.lstm_backward(
@@ -142,13 +148,17 @@ def _gru_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, has_bias, gate
 def _gru_setup_context(ctx, inputs, output):
     x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse = inputs
     gates, hs, hn = output[2:]
-    ctx.save_for_backward(x, w_ih, w_hh, lengths, gates, hs, hn)
+    # The biases and initial state only for a differentiable backward (_rerun.py).
+    ctx.save_for_backward(x, w_ih, w_hh, lengths, gates, hs, hn, b_ih, b_hh, h0)
     ctx.reverse = reverse
     ctx.has_bias = b_ih is not None
 
 
 def _gru_backward(ctx, dy, dh_n, *_unused_grads_of_saved):
-    x, w_ih, w_hh, lengths, gates, hs, hn = ctx.saved_tensors
+    x, w_ih, w_hh, lengths, gates, hs, hn, b_ih, b_hh, h0 = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: the backward must be differentiable
+        return tuple(_rerun.grads(_rerun.gru, (x, w_ih, w_hh, b_ih, b_hh, h0, lengths, ctx.reverse),
+                                  ctx.needs_input_grad, (dy, dh_n)))
     T, B, _ = x.shape
     H = hs.shape[2]
     dx, dw_ih, dw_hh, db_ih, db_hh, dh0 = _ops.gru_backward(
@@ -202,14 +212,18 @@ def _rnn_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, relu, has_bias
 
 def _rnn_setup_context(ctx, inputs, output):
     x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu = inputs
-    ctx.save_for_backward(x, w_ih, w_hh, lengths, output[2])
+    # The biases and initial state only for a differentiable backward (_rerun.py).
+    ctx.save_for_backward(x, w_ih, w_hh, lengths, output[2], b_ih, b_hh, h0)
     ctx.reverse = reverse
     ctx.relu = relu
     ctx.has_bias = b_ih is not None
 
 
 def _rnn_backward(ctx, dy, dh_n, _unused_grad_of_hs):
-    x, w_ih, w_hh, lengths, hs = ctx.saved_tensors
+    x, w_ih, w_hh, lengths, hs, b_ih, b_hh, h0 = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: the backward must be differentiable
+        return tuple(_rerun.grads(_rerun.rnn, (x, w_ih, w_hh, b_ih, b_hh, h0, lengths, ctx.reverse,
+                                               ctx.relu), ctx.needs_input_grad, (dy, dh_n)))
     T, B, _ = x.shape
     H = hs.shape[2]
     dx, dw_ih, dw_hh, db, dh0 = _ops.rnn_backward(
