@@ -8,10 +8,11 @@ torch's own.
 import torch
 
 from ._extension import check_device
+from ._no_script import NotScriptable
 from .ops import gru_layer, lstm_layer
 
 
-class _FusedCellBase(torch.nn.RNNCellBase):
+class _FusedCellBase(NotScriptable, torch.nn.RNNCellBase):
     def _batched(self, input, states):
         """Checks input and states as torch's cells do; returns input [1, B, I] (a sequence
         of one step), the states as [B, H] (zeros when not given) and whether the input was

@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from ._extension import check_device
+from ._no_script import NotScriptable
 from ._sequence import to_sequence
 
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
 
-class FusedRNNBase(torch.nn.RNNBase):
+class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
     #: names of the state tensors in error messages, e.g. ("h_0", "c_0")
     state_names = ("h_0",)
 

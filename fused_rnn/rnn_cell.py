@@ -1,10 +1,11 @@
 """fused_rnn.RNNCell: torch.nn.RNNCell as one fused step (the RNN layer op with T = 1)."""
 import torch
 
+from ._no_script import NotScriptable
 from .ops import rnn_layer
 
 
-class RNNCell(torch.nn.RNNCellBase):
+class RNNCell(NotScriptable, torch.nn.RNNCellBase):
     """Drop-in for torch.nn.RNNCell: the same constructor arguments
     (input_size, hidden_size, bias=True, nonlinearity='tanh', device=None, dtype=None),
     parameters, init and state_dict. forward(input [B, I] or [I], hx [B, H] or [H] = None)
