@@ -3,8 +3,14 @@
 The ops themselves are defined and implemented in C++ (csrc/ops.cpp, csrc/cpu, csrc/cuda).
 Each layer op runs one layer in one direction over the whole sequence; see
 csrc/lstm_args.h, csrc/gru_args.h and csrc/rnn_args.h for every argument's shape.
+Use the wrappers below (lstm_layer, gru_layer, rnn_layer), not torch.ops.fused_rnn.*
+directly: they also take the paths the raw ops cannot (forward-mode AD, torch.func's grad
+transforms; see _needs_rerun).
 """
 import torch
+import torch.autograd.forward_ad as _forward_ad
+from torch._C._functorch import TransformType as _TransformType
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters as _interpreters
 
 from . import _extension  # noqa: F401  (loads the library that defines the ops)
 from . import _rerun
@@ -36,6 +42,21 @@ def _dense_like(t):
 
 def _undefined_if_empty(t):
     return None if t.numel() == 0 else t
+
+
+def _needs_rerun(*tensors):
+    """Whether a layer must run as differentiable torch ops (_rerun.py) instead of the fused
+    op: under forward-mode AD (dual tensors, torch.func.jvp/jacfwd), which the fused kernels
+    have no formula for, and under torch.func's grad transforms (grad, vjp, jacrev,
+    hessian), which cannot run the op's autograd. vmap alone keeps the fused op. Under
+    torch.compile the op always runs (Dynamo cannot trace these checks)."""
+    if torch.compiler.is_compiling():
+        return False
+    if any(i.key() not in (_TransformType.Vmap, _TransformType.Functionalize)
+           for i in _interpreters()):
+        return True
+    return _forward_ad._current_level >= 0 and any(
+        t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -110,6 +131,8 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths=None, reverse=Fa
     steps, keeps its state, and outputs zeros after); reverse runs t = T-1 .. 0.
     Returns y [T, B, P], h_n [B, P], c_n [B, H]. Differentiable in every tensor.
     """
+    if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0):
+        return _rerun.lstm(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse)
     y, h_n, c_n, *_ = _ops.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths,
                                         reverse)
     return y, h_n, c_n
@@ -181,6 +204,8 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False):
     and outputs zeros after); reverse runs t = T-1 .. 0.
     Returns y [T, B, H], h_n [B, H]. Differentiable in every tensor.
     """
+    if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, h0):
+        return _rerun.gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     y, h_n, *_ = _ops.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     return y, h_n
 
@@ -250,6 +275,8 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, nonlin
     """
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-    y, h_n, _ = _ops.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse,
-                                 _NONLINEARITIES[nonlinearity])
+    relu = _NONLINEARITIES[nonlinearity]
+    if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, h0):
+        return _rerun.rnn(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
+    y, h_n, _ = _ops.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
     return y, h_n

@@ -1,0 +1,162 @@
+"""torch.func transforms and forward-mode AD through the modules, against torch.nn's CPU
+RNNs on the same weights (float64). The fused op has no forward-mode formula and its
+autograd cannot run under torch.func's grad transforms, so there the layers run as
+differentiable torch ops (fused_rnn/_rerun.py); vmap alone keeps the fused op."""
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch.func import functional_call, grad, hessian, jacfwd, jacrev, jvp, vmap
+
+import fused_rnn
+
+from _parity import twin
+
+MODULES = [(torch.nn.LSTM, fused_rnn.LSTM, dict(num_layers=2, proj_size=2)),
+           (torch.nn.GRU, fused_rnn.GRU, dict(bidirectional=True)),
+           (torch.nn.RNN, fused_rnn.RNN, dict(nonlinearity="tanh"))]
+IDS = ["lstm-proj", "gru-bi", "rnn"]
+F64 = torch.float64
+
+
+def _pair(ref_cls, our_cls, extra, seed=0):
+    torch.manual_seed(seed)
+    return twin(ref_cls, our_cls, input_size=3, hidden_size=3, **extra)
+
+
+def _out(module):
+    # Output and final states, flattened into one vector: every path is checked.
+    def f(x):
+        y, s = module(x)
+        parts = [y] + (list(s) if isinstance(s, tuple) else [s])
+        return torch.cat([p.reshape(-1) for p in parts])
+    return f
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,extra", MODULES, ids=IDS)
+@pytest.mark.parametrize("transform", ["jvp", "jacfwd", "jacrev", "grad", "hessian"])
+def test_transform_matches_torch(ref_cls, our_cls, extra, transform):
+    ref, ours = _pair(ref_cls, our_cls, extra)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    v = torch.randn_like(x)
+
+    def apply(module):
+        f = _out(module)
+        if transform == "jvp":
+            return jvp(f, (x,), (v,))[1]
+        if transform == "jacfwd":
+            return jacfwd(f)(x)
+        if transform == "jacrev":
+            return jacrev(f)(x)
+        if transform == "grad":
+            return grad(lambda a: (f(a) ** 2).sum())(x)
+        return hessian(lambda a: (f(a) ** 3).sum())(x[:2, :1])
+
+    torch.testing.assert_close(apply(ours), apply(ref), atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,extra", MODULES, ids=IDS)
+def test_grad_with_respect_to_parameters(ref_cls, our_cls, extra):
+    """torch.func.grad over functional_call: the per-parameter gradients of a loss."""
+    ref, ours = _pair(ref_cls, our_cls, extra, seed=1)
+    x = torch.randn(5, 2, 3, dtype=F64)
+
+    def g(module):
+        params = {k: v.detach() for k, v in module.named_parameters()}
+        return grad(lambda p: (functional_call(module, p, (x,))[0] ** 2).sum())(params)
+
+    got, want = g(ours), g(ref)
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,extra", MODULES, ids=IDS)
+def test_forward_ad_dual_tensors_match_torch(ref_cls, our_cls, extra):
+    ref, ours = _pair(ref_cls, our_cls, extra, seed=2)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    v = torch.randn_like(x)
+
+    def tangent(module):
+        with fwAD.dual_level():
+            out = _out(module)(fwAD.make_dual(x, v))
+            return fwAD.unpack_dual(out).tangent
+
+    got = tangent(ours)
+    assert got is not None
+    torch.testing.assert_close(got, tangent(ref), atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_jvp_of_the_layer_op_with_lengths(reverse):
+    """torch's pack_padded_sequence has no forward AD, so lengths are checked on the layer
+    op, against central differences, with tangents on every input."""
+    gen = torch.Generator().manual_seed(3)
+    T, B, I, H = 5, 3, 2, 3
+    args = [torch.randn(*shape, dtype=F64, generator=gen) for shape in
+            [(T, B, I), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,), (B, H), (B, H)]]
+    tangents = [torch.randn(a.shape, dtype=F64, generator=gen) for a in args]
+    lengths = torch.tensor([5, 2, 4])
+
+    def f(x, w_ih, w_hh, b_ih, b_hh, h0, c0):
+        y, h, c = fused_rnn.ops.lstm_layer(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0,
+                                           lengths=lengths, reverse=reverse)
+        return torch.cat([y.reshape(-1), h.reshape(-1), c.reshape(-1)])
+
+    got = jvp(f, tuple(args), tuple(tangents))[1]
+    eps = 1e-6
+    plus = f(*[a + eps * t for a, t in zip(args, tangents)])
+    minus = f(*[a - eps * t for a, t in zip(args, tangents)])
+    torch.testing.assert_close(got, (plus - minus) / (2 * eps), atol=1e-7, rtol=1e-6)
+    # Rows past their length keep their state and output zeros: so do their tangents.
+    y_tangent = got[:T * B * H].view(T, B, H)
+    assert (y_tangent[2:, 1] == 0).all() and (y_tangent[4:, 2] == 0).all()
+
+
+def test_vmap_grad_per_sample_gradients():
+    """Per-sample gradients (vmap over grad), which torch.nn.GRU itself fails on: checked
+    against one ordinary backward per sample."""
+    _, ours = _pair(torch.nn.GRU, fused_rnn.GRU, {}, seed=4)
+    xs = torch.randn(3, 4, 2, 3, dtype=F64)
+    params = {k: v.detach() for k, v in ours.named_parameters()}
+
+    def loss(p, x):
+        return (functional_call(ours, p, (x,))[0] ** 2).sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, xs)
+    for i in range(xs.shape[0]):
+        ours.zero_grad()
+        (ours(xs[i])[0] ** 2).sum().backward()
+        for k, p in ours.named_parameters():
+            torch.testing.assert_close(per_sample[k][i], p.grad, atol=1e-10, rtol=1e-8)
+
+
+def test_vmap_alone_keeps_the_fused_op():
+    """Model ensembles: vmap over functional_call runs the fused op (no re-run)."""
+    _, ours = _pair(torch.nn.LSTM, fused_rnn.LSTM, {}, seed=5)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    stacked = {k: torch.stack([v.detach(), 2 * v.detach()]) for k, v in ours.named_parameters()}
+    calls = []
+    original = fused_rnn.ops._rerun.lstm
+    fused_rnn.ops._rerun.lstm = lambda *a: calls.append(1) or original(*a)
+    try:
+        ys = vmap(lambda p: functional_call(ours, p, (x,))[0])(stacked)
+    finally:
+        fused_rnn.ops._rerun.lstm = original
+    assert not calls
+    for i in range(2):
+        p = {k: v[i] for k, v in stacked.items()}
+        torch.testing.assert_close(ys[i], functional_call(ours, p, (x,))[0], atol=1e-12, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("ref_cls,our_cls,extra", MODULES, ids=IDS)
+def test_jvp_and_grad_on_cuda_match_torch_on_cpu(ref_cls, our_cls, extra):
+    ref, ours = _pair(ref_cls, our_cls, extra, seed=6)
+    ours = ours.cuda()
+    x = torch.randn(4, 2, 3, dtype=F64)
+    v = torch.randn_like(x)
+    got = jvp(_out(ours), (x.cuda(),), (v.cuda(),))[1]
+    torch.testing.assert_close(got.cpu(), jvp(_out(ref), (x,), (v,))[1], atol=1e-10, rtol=1e-8)
+    got = grad(lambda a: (_out(ours)(a) ** 2).sum())(x.cuda())
+    want = grad(lambda a: (_out(ref)(a) ** 2).sum())(x)
+    torch.testing.assert_close(got.cpu(), want, atol=1e-10, rtol=1e-8)
