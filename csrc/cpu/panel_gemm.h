@@ -3,8 +3,9 @@
 //   C[m, n] = A[m, k] op(B)[k, n] + beta * C,  row-major.
 // op(B) is packed once per layer call into panels two SIMD vectors wide (16 columns with
 // AVX2; for each k row, the panel's columns contiguous, zero-padded at the edge). Each
-// step then takes the panels in order and, per block of 4 rows of A, keeps 4 x 2 vectors
-// of sums in registers while the panel (k x 16 floats) stays in L1. Measured against
+// step then takes the panels in order, each in slices of at most 256 k rows (16 KB, which
+// stay in L1), and per block of 6 rows of A (4 when m <= 8) keeps 6 x 2 vectors of sums in
+// registers. Measured against
 // MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x at m <= 8, 1.2-1.4x at
 // m = 9..32 for k up to 2048, and 1.0-1.1x at m <= 128 while a panel fits L1; even
 // beyond. float32 only.
