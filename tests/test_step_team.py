@@ -66,19 +66,38 @@ def test_float32_any_team_size(threads, cell, batch):
 @pytest.mark.parametrize("threads", (2,), indirect=True)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 def test_float32_row_tiles_on_mkl(threads, cell):
-    """Tiles of 145 rows: past the panels' range, so MKL's packed GEMM (or sgemm for the
-    steps where varlen rows have finished). The weight gradients sum 870 rows in float32,
-    hence 1e-4 instead of the 1e-5 of the small-batch tests."""
+    """Tiles of 600 rows: past the panels' range (512), so MKL's packed GEMM (or sgemm for
+    the steps where varlen rows have finished). The weight gradients sum 3600 rows in
+    float32, hence 1e-4 instead of the 1e-5 of the small-batch tests."""
     torch.manual_seed(7)
     gen = torch.Generator().manual_seed(7)
     ref, ours = make(cell, torch.float32, input_size=8, hidden_size=16)
-    x = packed_input(3, 290, 8, torch.float32, gen=gen)
+    x = packed_input(3, 1200, 8, torch.float32, gen=gen)
     r_in, _ = clone_inputs(x, None)
     o_in, _ = clone_inputs(x, None)
     r_out, r_grads = run(ref, r_in, None)
     o_out, o_grads = run(ours, o_in, None)
     for a, b in zip(r_out + list(r_grads), o_out + list(o_grads)):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("threads", (1, 2), indirect=True)
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+def test_float32_panels_slice_long_k(threads, cell):
+    """hidden_size 520: the per-step products' k (520 forward, 4 * 520 backward for the
+    LSTM) is cut into several L1 slices (the last one shorter); 13 rows
+    make row blocks of 6, 6 and 1; one tile of 300 rows is past the old 128-row limit."""
+    torch.manual_seed(3)
+    gen = torch.Generator().manual_seed(3)
+    ref, ours = make(cell, torch.float32, input_size=8, hidden_size=520)
+    for batch in (13, 300):
+        x = packed_input(3, batch, 8, torch.float32, gen=gen)
+        r_in, _ = clone_inputs(x, None)
+        o_in, _ = clone_inputs(x, None)
+        r_out, r_grads = run(ref, r_in, None)
+        o_out, o_grads = run(ours, o_in, None)
+        for a, b in zip(r_out + list(r_grads), o_out + list(o_grads)):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
 def test_results_do_not_depend_on_the_team_size():

@@ -122,7 +122,7 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
   if constexpr (sizeof(T) == 4) {
     if (!packing_switched_on() || B == nullptr || k == 0 || n == 0) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
-    if (panel_gemm_suits(max_m, k)) {
+    if (panel_gemm_suits(max_m)) {
       panels_ = true;
       buf_ = at::empty({panel_buffer_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
       panel_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());

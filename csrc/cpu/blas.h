@@ -19,8 +19,8 @@ const char* blas_backend();
 
 // The B operand of many GEMMs C[m, n] = A[m, k] op(B) + beta * C that share it, as in
 // a time loop's per-step h W^T: packed once per layer call, so no step re-packs it.
-// float32 only: into panel_gemm.h's panels where they suit (few rows, or a panel that
-// fits L1; faster than MKL there), else into MKL's packed layout when libtorch exports
+// float32 only: into panel_gemm.h's panels where they suit (up to 512 rows; faster than
+// MKL there), else into MKL's packed layout when libtorch exports
 // cblas_sgemm_pack/compute. Otherwise (float64, no MKL, FUSED_RNN_PACKED_GEMM=0) gemm()
 // forwards to the plain gemm() above. The caller keeps B alive and unchanged while this
 // object lives.
@@ -43,9 +43,9 @@ class PackedB {
   bool panels_ = false;  // buf_ holds panel_gemm.h panels, not MKL's packed B
 };
 
-// Whether PackedB uses MKL's packing for 9+ rows (MKL present and the environment
-// variable FUSED_RNN_PACKED_GEMM is not "0"; the switch, which also turns off the
-// few-row panels, exists to measure the difference).
+// Whether PackedB can use MKL's packing past the panels' 512 rows (MKL present and the
+// environment variable FUSED_RNN_PACKED_GEMM is not "0"; the switch, which also turns
+// off the panels, exists to measure the difference against plain sgemm).
 bool packed_gemm_enabled();
 
 }  // namespace fused_rnn::cpu

@@ -123,10 +123,7 @@ constexpr PanelFn kPanelRows[] = {nullptr,        &panel_rows<1>, &panel_rows<2>
 
 }  // namespace
 
-bool panel_gemm_suits(int64_t m, int64_t k) {
-  constexpr int64_t kL1Bytes = 32 * 1024;
-  return m <= 32 || (m <= 128 && kPanel * k * int64_t(sizeof(float)) <= kL1Bytes);
-}
+bool panel_gemm_suits(int64_t m) { return m <= 512; }
 
 int64_t panel_buffer_size(int64_t k, int64_t n) { return (n + kPanel - 1) / kPanel * kPanel * k; }
 

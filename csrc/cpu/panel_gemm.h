@@ -5,18 +5,18 @@
 // AVX2; for each k row, the panel's columns contiguous, zero-padded at the edge). Each
 // step then takes the panels in order, each in slices of at most 256 k rows (16 KB, which
 // stay in L1), and per block of 6 rows of A (4 when m <= 8) keeps 6 x 2 vectors of sums in
-// registers. Measured against
-// MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x at m <= 8, 1.2-1.4x at
-// m = 9..32 for k up to 2048, and 1.0-1.1x at m <= 128 while a panel fits L1; even
-// beyond. float32 only.
+// registers. Measured against MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x
+// at m <= 8, 1.2-1.6x at m = 9..128 and 1.0-1.2x at m = 160..512 for k up to 2048.
+// float32 only.
 #pragma once
 
 #include <cstdint>
 
 namespace fused_rnn::cpu {
 
-// Where the panels beat MKL's packed GEMM: up to 32 rows, or 128 while a panel fits L1.
-bool panel_gemm_suits(int64_t m, int64_t k);
+// Where the panels beat MKL's packed GEMM: up to 512 rows, whatever k (measured up to
+// k = 2048; the k slices keep each panel's working set in L1).
+bool panel_gemm_suits(int64_t m);
 
 // Floats needed for the panels of a k x n op(B).
 int64_t panel_buffer_size(int64_t k, int64_t n);
