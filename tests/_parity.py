@@ -3,7 +3,15 @@ inputs, and compare outputs, final states and every gradient."""
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+import fused_rnn
+
 TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
+
+
+#: The single-step cells, (torch.nn class, fused_rnn class), for pytest.mark.parametrize.
+STEP_CELLS = [(torch.nn.LSTMCell, fused_rnn.LSTMCell), (torch.nn.GRUCell, fused_rnn.GRUCell),
+              (torch.nn.RNNCell, fused_rnn.RNNCell)]
+STEP_CELL_IDS = ["lstm", "gru", "rnn"]
 
 
 def twin(ref_cls, our_cls, dtype=torch.float64, device="cpu", **kwargs):

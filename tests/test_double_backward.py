@@ -11,7 +11,7 @@ from torch.autograd import gradcheck, gradgradcheck
 import fused_rnn
 from fused_rnn import ops
 
-from _parity import twin
+from _parity import STEP_CELL_IDS, STEP_CELLS, twin
 
 T, B, I, H = 4, 3, 3, 2
 LENGTHS = torch.tensor([4, 1, 3])
@@ -134,10 +134,7 @@ def test_gradient_penalty_packed_with_state_matches_torch():
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
-@pytest.mark.parametrize("ref_cls,our_cls", [(torch.nn.LSTMCell, fused_rnn.LSTMCell),
-                                             (torch.nn.GRUCell, fused_rnn.GRUCell),
-                                             (torch.nn.RNNCell, fused_rnn.RNNCell)],
-                         ids=["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("ref_cls,our_cls", STEP_CELLS, ids=STEP_CELL_IDS)
 def test_cell_hessian_vector_product_matches_torch(ref_cls, our_cls):
     torch.manual_seed(2)
     ref, ours = twin(ref_cls, our_cls, input_size=I, hidden_size=3)

@@ -10,7 +10,7 @@ import torch
 
 import fused_rnn
 
-from _parity import twin
+from _parity import STEP_CELL_IDS, STEP_CELLS, twin
 
 # float16 keeps 11 significant bits: one rounding of a value of size ~1 is ~5e-4.
 ATOL = 1e-2
@@ -92,10 +92,7 @@ def test_packed_float16_with_initial_state(ref_cls, our_cls):
         torch.testing.assert_close(a.float(), b, atol=ATOL, rtol=ATOL)
 
 
-@pytest.mark.parametrize("ref_cls,our_cls", [(torch.nn.LSTMCell, fused_rnn.LSTMCell),
-                                             (torch.nn.GRUCell, fused_rnn.GRUCell),
-                                             (torch.nn.RNNCell, fused_rnn.RNNCell)],
-                         ids=["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("ref_cls,our_cls", STEP_CELLS, ids=STEP_CELL_IDS)
 def test_cells_float16(ref_cls, our_cls):
     torch.manual_seed(2)
     ref, ours = twin(ref_cls, our_cls, dtype=torch.float32, input_size=5, hidden_size=7)

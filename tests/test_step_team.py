@@ -72,7 +72,10 @@ def test_float32_row_tiles_on_mkl(threads, cell):
     torch.manual_seed(7)
     gen = torch.Generator().manual_seed(7)
     ref, ours = make(cell, torch.float32, input_size=8, hidden_size=16)
-    x = packed_input(3, 1200, 8, torch.float32, gen=gen)
+    _assert_close_1e4(ref, ours, packed_input(3, 1200, 8, torch.float32, gen=gen))
+
+
+def _assert_close_1e4(ref, ours, x):
     r_in, _ = clone_inputs(x, None)
     o_in, _ = clone_inputs(x, None)
     r_out, r_grads = run(ref, r_in, None)
@@ -84,20 +87,14 @@ def test_float32_row_tiles_on_mkl(threads, cell):
 @pytest.mark.parametrize("threads", (1, 2), indirect=True)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 def test_float32_panels_slice_long_k(threads, cell):
-    """hidden_size 520: the per-step products' k (520 forward, 4 * 520 backward for the
-    LSTM) is cut into several L1 slices (the last one shorter); 13 rows
-    make row blocks of 6, 6 and 1; one tile of 300 rows is past the old 128-row limit."""
+    """hidden_size 520: the per-step products' k (520 forward, G * 520 backward) is cut
+    into several L1 slices, the last one shorter; 13 rows make row blocks of 6, 6 and 1;
+    one tile of 300 rows is past the old 128-row limit."""
     torch.manual_seed(3)
     gen = torch.Generator().manual_seed(3)
     ref, ours = make(cell, torch.float32, input_size=8, hidden_size=520)
     for batch in (13, 300):
-        x = packed_input(3, batch, 8, torch.float32, gen=gen)
-        r_in, _ = clone_inputs(x, None)
-        o_in, _ = clone_inputs(x, None)
-        r_out, r_grads = run(ref, r_in, None)
-        o_out, o_grads = run(ours, o_in, None)
-        for a, b in zip(r_out + list(r_grads), o_out + list(o_grads)):
-            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+        _assert_close_1e4(ref, ours, packed_input(3, batch, 8, torch.float32, gen=gen))
 
 
 def test_results_do_not_depend_on_the_team_size():
