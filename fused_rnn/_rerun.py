@@ -24,6 +24,11 @@ def _compute_dtype(x):
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
+def _as(dtype, *tensors):
+    # Results in the input's dtype, as the fused ops return them.
+    return tuple(t.to(dtype) for t in tensors)
+
+
 def _run(x, h0, c0, lengths, reverse, step):
     """Runs step(t, h, c) -> (y_t, h', c') over t in the op's order, applying lengths."""
     T = x.shape[0]
@@ -45,7 +50,7 @@ def _run(x, h0, c0, lengths, reverse, step):
 
 def lstm(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse):
     """y [T, B, P], h_n, c_n of fused_rnn::lstm_forward; gates i, f, g, o."""
-    dt = _compute_dtype(x)
+    out_dt, dt = x.dtype, _compute_dtype(x)
     x, w_ih, w_hh, h0, c0 = (t.to(dt) for t in (x, w_ih, w_hh, h0, c0))
     xw = x @ w_ih.t()
     if b_ih is not None:
@@ -60,13 +65,13 @@ def lstm(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse):
             h_new = h_new @ w_hr.t()
         return h_new, h_new, c_new
 
-    return _run(x, h0, c0, lengths, reverse, step)
+    return _as(out_dt, *_run(x, h0, c0, lengths, reverse, step))
 
 
 def gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
     """y, h_n of fused_rnn::gru_forward; gates r, z, n with
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h."""
-    dt = _compute_dtype(x)
+    out_dt, dt = x.dtype, _compute_dtype(x)
     x, w_ih, w_hh, h0 = (t.to(dt) for t in (x, w_ih, w_hh, h0))
     xw = x @ w_ih.t()
     if b_ih is not None:
@@ -86,12 +91,12 @@ def gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
         return h_new, h_new, None
 
     y, h, _ = _run(x, h0, None, lengths, reverse, step)
-    return y, h
+    return _as(out_dt, y, h)
 
 
 def rnn(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu):
     """y, h_n of fused_rnn::rnn_forward: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)."""
-    dt = _compute_dtype(x)
+    out_dt, dt = x.dtype, _compute_dtype(x)
     x, w_ih, w_hh, h0 = (t.to(dt) for t in (x, w_ih, w_hh, h0))
     xw = x @ w_ih.t()
     if b_ih is not None:
@@ -103,7 +108,7 @@ def rnn(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu):
         return h_new, h_new, None
 
     y, h, _ = _run(x, h0, None, lengths, reverse, step)
-    return y, h
+    return _as(out_dt, y, h)
 
 
 def grads(layer, inputs, needs_input_grad, outputs_grads):

@@ -160,3 +160,16 @@ def test_jvp_and_grad_on_cuda_match_torch_on_cpu(ref_cls, our_cls, extra):
     got = grad(lambda a: (_out(ours)(a) ** 2).sum())(x.cuda())
     want = grad(lambda a: (_out(ref)(a) ** 2).sum())(x)
     torch.testing.assert_close(got.cpu(), want, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_jvp_keeps_the_input_dtype(dtype):
+    """The re-run computes 16-bit inputs in float32, as the kernels do, and returns the
+    input's dtype, as they do."""
+    _, ours = _pair(torch.nn.LSTM, fused_rnn.LSTM, {}, seed=7)
+    ours.to(dtype)
+    x = torch.randn(4, 2, 3).to(dtype)
+    out, tangent = jvp(lambda a: ours(a)[0], (x,), (torch.randn_like(x),))
+    plain = ours(x)[0]
+    assert out.dtype == tangent.dtype == plain.dtype == dtype
+    torch.testing.assert_close(out.float(), plain.float(), atol=1e-2, rtol=1e-2)
