@@ -79,6 +79,17 @@ TORCH_LIBRARY(fused_rnn, m) {
       "rnn_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? lengths, bool reverse, bool relu, bool has_bias, Tensor hs) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The forward ops' argument checks alone (same messages, named after the forward op),
+  // for the paths that run a layer as differentiable torch ops instead (fused_rnn/_rerun.py).
+  m.def(
+      "lstm_check(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor h0, Tensor c0, Tensor? lengths) -> ()");
+  m.def(
+      "gru_check(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
+      "Tensor? lengths) -> ()");
+  m.def(
+      "rnn_check(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
+      "Tensor? lengths) -> ()");
   m.def("build_info() -> str", &build_info);
 }
 

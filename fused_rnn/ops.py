@@ -44,6 +44,13 @@ def _undefined_if_empty(t):
     return None if t.numel() == 0 else t
 
 
+def _check_args(check, *args):
+    """The fused op's argument checks, for the re-run path (same errors as the op). Run
+    outside torch.func's layers, which would wrap lengths, whose values the checks read."""
+    with torch._C._DisableFuncTorch():
+        check(*args)
+
+
 def _needs_rerun(*tensors):
     """Whether a layer must run as differentiable torch ops (_rerun.py) instead of the fused
     op: under forward-mode AD (dual tensors, torch.func.jvp/jacfwd), which the fused kernels
@@ -132,6 +139,7 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths=None, reverse=Fa
     Returns y [T, B, P], h_n [B, P], c_n [B, H]. Differentiable in every tensor.
     """
     if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0):
+        _check_args(_ops.lstm_check, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths)
         return _rerun.lstm(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse)
     y, h_n, c_n, *_ = _ops.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths,
                                         reverse)
@@ -205,6 +213,7 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False):
     Returns y [T, B, H], h_n [B, H]. Differentiable in every tensor.
     """
     if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, h0):
+        _check_args(_ops.gru_check, x, w_ih, w_hh, b_ih, b_hh, h0, lengths)
         return _rerun.gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     y, h_n, *_ = _ops.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
     return y, h_n
@@ -277,6 +286,7 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, nonlin
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     relu = _NONLINEARITIES[nonlinearity]
     if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, h0):
+        _check_args(_ops.rnn_check, x, w_ih, w_hh, b_ih, b_hh, h0, lengths)
         return _rerun.rnn(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
     y, h_n, _ = _ops.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
     return y, h_n

@@ -3,8 +3,8 @@
 //   C[m, n] = A[m, k] op(B)[k, n] + beta * C,  row-major.
 // op(B) is packed once per layer call into panels two SIMD vectors wide (16 columns with
 // AVX2; for each k row, the panel's columns contiguous, zero-padded at the edge). Each
-// step then takes the panels in order, each in slices of at most 256 k rows (16 KB, which
-// stay in L1), and per block of 6 rows of A (4 when m <= 8) keeps 6 x 2 vectors of sums in
+// step then takes the panels in order, each in slices of 16 KB (256 k rows with AVX2) that
+// stay in L1, and per block of 6 rows of A (4 when m <= 8) keeps 6 x 2 vectors of sums in
 // registers. Measured against MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x
 // at m <= 8, 1.2-1.6x at m = 9..128 and 1.0-1.2x at m = 160..512 for k up to 2048.
 // float32 only.
