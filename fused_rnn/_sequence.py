@@ -12,12 +12,19 @@ from torch.nn.utils.rnn import PackedSequence
 
 
 class _Scatter(torch.autograd.Function):
-    """rows [N, F] -> [T*B, F] zeros with out[index[i]] = rows[i] (index: distinct rows)."""
+    """rows [N, F] -> [T*B, F] zeros with out[index[i]] = rows[i] (index: distinct rows).
+    setup_context style and out-of-place ops, so torch.func's transforms can run it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, rows, index, total):
+    def forward(rows, index, total):
+        return rows.new_zeros(total, rows.shape[-1]).index_copy(0, index, rows)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, index, _ = inputs
         ctx.save_for_backward(index)
-        return rows.new_zeros(total, rows.shape[1]).index_copy_(0, index, rows)
 
     @staticmethod
     def backward(ctx, grad):
@@ -28,11 +35,17 @@ class _Scatter(torch.autograd.Function):
 class _Gather(torch.autograd.Function):
     """full [T*B, F] -> rows [N, F] = full[index]; its gradient scatters back (no atomics)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, full, index):
+    def forward(full, index):
+        return full.index_select(0, index)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        full, index = inputs
         ctx.save_for_backward(index)
         ctx.total = full.shape[0]
-        return full.index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad):
