@@ -13,13 +13,11 @@ from torch.nn.utils.rnn import PackedSequence
 
 class _Scatter(torch.autograd.Function):
     """rows [N, F] -> [T*B, F] zeros with out[index[i]] = rows[i] (index: distinct rows).
-    setup_context style and out-of-place ops, so torch.func's transforms can run it."""
-
-    generate_vmap_rule = True
+    setup_context style, so torch.func's grad transforms can run it (both Functions)."""
 
     @staticmethod
     def forward(rows, index, total):
-        return rows.new_zeros(total, rows.shape[-1]).index_copy(0, index, rows)
+        return rows.new_zeros(total, rows.shape[1]).index_copy_(0, index, rows)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -34,8 +32,6 @@ class _Scatter(torch.autograd.Function):
 
 class _Gather(torch.autograd.Function):
     """full [T*B, F] -> rows [N, F] = full[index]; its gradient scatters back (no atomics)."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(full, index):
