@@ -1,12 +1,12 @@
-"""Gradients of gradients (backward with create_graph=True) for the layer ops.
+"""The layer ops as ordinary, differentiable torch operations, for what the fused kernels
+cannot do: a differentiable backward (create_graph=True: double backward, gradient
+penalties, Hessian-vector products; the op's backward calls grads()), forward-mode AD
+and torch.func's grad transforms (ops.py's layer wrappers call lstm/gru/rnn directly).
 
-The fused backward kernels compute first derivatives only. When autograd asks for a
-differentiable backward (double backward, gradient penalties, Hessian-vector products),
-the op's backward re-runs the layer here as ordinary torch operations, step by step, and
-differentiates that graph. The re-run uses the same equations, gate order, lengths and
-reverse semantics as the kernels, so its first derivatives equal theirs, and autograd
-takes every further derivative. It is slow (a Python loop over time steps) and used only
-on that path; torch.nn's cuDNN RNNs refuse double backward altogether.
+The re-run uses the same equations, gate order, lengths and reverse semantics as the
+kernels, so its first derivatives equal theirs, and autograd takes every further
+derivative. It is slow (a Python loop over time steps) and used only on those paths;
+torch.nn's cuDNN RNNs refuse double backward altogether.
 """
 import torch
 
@@ -25,21 +25,23 @@ def _compute_dtype(x):
 
 
 def _as(dtype, *tensors):
-    # Results in the input's dtype, as the fused ops return them.
-    return tuple(t.to(dtype) for t in tensors)
+    # Tensors (or None) in `dtype`: the compute dtype going in, the input's coming out.
+    return tuple(t.to(dtype) if t is not None else None for t in tensors)
 
 
 def _run(x, h0, c0, lengths, reverse, step):
-    """Runs step(t, h, c) -> (y_t, h', c') over t in the op's order, applying lengths."""
+    """Runs step(t, h, c) -> (h', c') over t in the op's order, applying lengths; the
+    output of a step is its h'."""
     T = x.shape[0]
     mask = _step_mask(lengths, T, x)
     h, c = h0, c0
     ys = [None] * T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        y_t, h_new, c_new = step(t, h, c)
+        h_new, c_new = step(t, h, c)
+        y_t = h_new
         if mask is not None:  # a finished row keeps its state and outputs zeros
             m = mask[t]
-            y_t = torch.where(m, y_t, torch.zeros_like(y_t))
+            y_t = torch.where(m, h_new, torch.zeros_like(h_new))
             h_new = torch.where(m, h_new, h)
             c_new = torch.where(m, c_new, c) if c is not None else None
         ys[t] = y_t
@@ -50,20 +52,18 @@ def _run(x, h0, c0, lengths, reverse, step):
 
 def lstm(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse):
     """y [T, B, P], h_n, c_n of fused_rnn::lstm_forward; gates i, f, g, o."""
-    out_dt, dt = x.dtype, _compute_dtype(x)
-    x, w_ih, w_hh, h0, c0 = (t.to(dt) for t in (x, w_ih, w_hh, h0, c0))
+    out_dt = x.dtype
+    x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0 = _as(_compute_dtype(x), x, w_ih, w_hh, b_ih, b_hh,
+                                                  w_hr, h0, c0)
     xw = x @ w_ih.t()
     if b_ih is not None:
-        xw = xw + (b_ih.to(dt) + b_hh.to(dt))
-    w_hr = w_hr.to(dt) if w_hr is not None else None
+        xw = xw + (b_ih + b_hh)
 
     def step(t, h, c):
         i, f, g, o = (xw[t] + h @ w_hh.t()).chunk(4, 1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)
-        if w_hr is not None:
-            h_new = h_new @ w_hr.t()
-        return h_new, h_new, c_new
+        return (h_new @ w_hr.t() if w_hr is not None else h_new), c_new
 
     return _as(out_dt, *_run(x, h0, c0, lengths, reverse, step))
 
@@ -71,12 +71,11 @@ def lstm(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse):
 def gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
     """y, h_n of fused_rnn::gru_forward; gates r, z, n with
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h."""
-    out_dt, dt = x.dtype, _compute_dtype(x)
-    x, w_ih, w_hh, h0 = (t.to(dt) for t in (x, w_ih, w_hh, h0))
+    out_dt = x.dtype
+    x, w_ih, w_hh, b_ih, b_hh, h0 = _as(_compute_dtype(x), x, w_ih, w_hh, b_ih, b_hh, h0)
     xw = x @ w_ih.t()
     if b_ih is not None:
-        xw = xw + b_ih.to(dt)
-        b_hh = b_hh.to(dt)
+        xw = xw + b_ih
 
     def step(t, h, _c):
         hw = h @ w_hh.t()
@@ -87,8 +86,7 @@ def gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
         r = torch.sigmoid(x_r + h_r)
         z = torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
-        h_new = (1 - z) * n + z * h
-        return h_new, h_new, None
+        return (1 - z) * n + z * h, None
 
     y, h, _ = _run(x, h0, None, lengths, reverse, step)
     return _as(out_dt, y, h)
@@ -96,16 +94,15 @@ def gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
 
 def rnn(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu):
     """y, h_n of fused_rnn::rnn_forward: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)."""
-    out_dt, dt = x.dtype, _compute_dtype(x)
-    x, w_ih, w_hh, h0 = (t.to(dt) for t in (x, w_ih, w_hh, h0))
+    out_dt = x.dtype
+    x, w_ih, w_hh, b_ih, b_hh, h0 = _as(_compute_dtype(x), x, w_ih, w_hh, b_ih, b_hh, h0)
     xw = x @ w_ih.t()
     if b_ih is not None:
-        xw = xw + (b_ih.to(dt) + b_hh.to(dt))
+        xw = xw + (b_ih + b_hh)
     act = torch.relu if relu else torch.tanh
 
     def step(t, h, _c):
-        h_new = act(xw[t] + h @ w_hh.t())
-        return h_new, h_new, None
+        return act(xw[t] + h @ w_hh.t()), None
 
     y, h, _ = _run(x, h0, None, lengths, reverse, step)
     return _as(out_dt, y, h)

@@ -79,28 +79,25 @@ void panel_rows(int64_t k, const float* A, int64_t lda, const float* panel, int6
       fma(l2, h2, A[p + 1], b2, b3);
       fma(l3, h3, A[lda + p + 1], b2, b3);
     }
-  } else {
+  }
+  // One k step for every row (the whole loop at 3+ rows; the tail at one or two).
+  auto rows_step = [&](int64_t q) {
+    const Vec b0 = lo_at(q), b1 = hi_at(q);
+    fma(l0, h0, A[q], b0, b1);
+    if constexpr (R > 1) fma(l1, h1, A[lda + q], b0, b1);
+    if constexpr (R > 2) fma(l2, h2, A[2 * lda + q], b0, b1);
+    if constexpr (R > 3) fma(l3, h3, A[3 * lda + q], b0, b1);
+    if constexpr (R > 4) fma(l4, h4, A[4 * lda + q], b0, b1);
+    if constexpr (R > 5) fma(l5, h5, A[5 * lda + q], b0, b1);
+  };
+  if constexpr (R > 2) {
     const int64_t fetched = next != nullptr ? std::min(k, next_k) : 0;
     for (; p < fetched; ++p) {
       prefetch(next + p * kPanel);
-      const Vec b0 = lo_at(p), b1 = hi_at(p);
-      fma(l0, h0, A[p], b0, b1);
-      fma(l1, h1, A[lda + p], b0, b1);
-      fma(l2, h2, A[2 * lda + p], b0, b1);
-      if constexpr (R > 3) fma(l3, h3, A[3 * lda + p], b0, b1);
-      if constexpr (R > 4) fma(l4, h4, A[4 * lda + p], b0, b1);
-      if constexpr (R > 5) fma(l5, h5, A[5 * lda + p], b0, b1);
+      rows_step(p);
     }
   }
-  for (; p < k; ++p) {
-    const Vec b0 = lo_at(p), b1 = hi_at(p);
-    fma(l0, h0, A[p], b0, b1);
-    if constexpr (R > 1) fma(l1, h1, A[lda + p], b0, b1);
-    if constexpr (R > 2) fma(l2, h2, A[2 * lda + p], b0, b1);
-    if constexpr (R > 3) fma(l3, h3, A[3 * lda + p], b0, b1);
-    if constexpr (R > 4) fma(l4, h4, A[4 * lda + p], b0, b1);
-    if constexpr (R > 5) fma(l5, h5, A[5 * lda + p], b0, b1);
-  }
+  for (; p < k; ++p) rows_step(p);
   if constexpr (R == 1) {
     store_row(C, (l0 + l1) + (l2 + l3), (h0 + h1) + (h2 + h3), cols, beta);
   } else if constexpr (R == 2) {
