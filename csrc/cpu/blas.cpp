@@ -1,4 +1,5 @@
 #include "blas.h"
+#include "blocked_gemm.h"
 #include "panel_gemm.h"
 
 #include <ATen/ATen.h>
@@ -74,6 +75,13 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   if (lda < (trans_a ? m : k)) lda = trans_a ? m : k;
   if (ldb < (trans_b ? k : n)) ldb = trans_b ? k : n;
   if (ldc < n) ldc = n;
+  if constexpr (sizeof(T) == 4) {
+    if (alpha == T(1) && blocked_gemm_suits(trans_a, trans_b, m, n, k)) {
+      blocked_gemm(trans_a, trans_b, m, n, k, reinterpret_cast<const float*>(A), lda,
+                   reinterpret_cast<const float*>(B), ldb, beta, reinterpret_cast<float*>(C), ldc);
+      return;
+    }
+  }
   const auto fn = blas<T>();
   const bool fits = m < INT_MAX && n < INT_MAX && k < INT_MAX && lda < INT_MAX &&
                     ldb < INT_MAX && ldc < INT_MAX;

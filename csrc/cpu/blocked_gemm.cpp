@@ -1,0 +1,155 @@
+#include "blocked_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "panel_kernel.h"
+
+namespace fused_rnn::cpu {
+
+using namespace panel;
+
+namespace {
+
+// Rows of op(A) per packed chunk: 192 rows x 256 k x 4 B = 192 KB stays in L2 while every
+// panel of the slice passes over it.
+constexpr int64_t kChunkRows = 32 * kRowBlock;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Panels [q0, q1) of op(B)'s k rows [p0, p0 + d): panel q at out + q * kPanel * d, for each
+// k row its kPanel columns, zero past n.
+void pack_b(bool trans_b, int64_t p0, int64_t d, int64_t n, const float* B, int64_t ldb,
+            int64_t q0, int64_t q1, float* out) {
+  for (int64_t q = q0; q < q1; ++q) {
+    float* panel = out + q * kPanel * d;
+    const int64_t c0 = q * kPanel, cols = std::min(kPanel, n - c0);
+    if (!trans_b) {
+      for (int64_t p = 0; p < d; ++p) {
+        std::memcpy(panel + p * kPanel, B + (p0 + p) * ldb + c0, cols * sizeof(float));
+        std::fill(panel + p * kPanel + cols, panel + (p + 1) * kPanel, 0.0f);
+      }
+      continue;
+    }
+    for (int64_t c = 0; c < kPanel; ++c) {  // op(B)[p, c] = B[c, p]: read B's rows whole
+      const float* src = B + (c0 + c) * ldb + p0;
+      if (c < cols) {
+        for (int64_t p = 0; p < d; ++p) panel[p * kPanel + c] = src[p];
+      } else {
+        for (int64_t p = 0; p < d; ++p) panel[p * kPanel + c] = 0.0f;
+      }
+    }
+  }
+}
+
+// Rows [i0, i0 + rows) of op(A), k rows [p0, p0 + d), in blocks of kRowBlock rows: block r
+// (its first row) at out + r * d, element (row r + j, step q) at [q * kRowBlock + j]. A last
+// block of fewer rows leaves the other slots unwritten (the kernel never reads them).
+void pack_a(bool trans_a, int64_t i0, int64_t rows, int64_t p0, int64_t d, const float* A,
+            int64_t lda, float* out) {
+  if (trans_a) {  // op(A)[i, q] = A[q, i]: read A's rows whole, R values per block
+    for (int64_t q = 0; q < d; ++q) {
+      const float* src = A + (p0 + q) * lda + i0;
+      int64_t r = 0;
+      for (; r + kRowBlock <= rows; r += kRowBlock)
+        std::memcpy(out + r * d + q * kRowBlock, src + r, kRowBlock * sizeof(float));
+      if (r < rows) std::memcpy(out + r * d + q * kRowBlock, src + r, (rows - r) * sizeof(float));
+    }
+    return;
+  }
+  for (int64_t r = 0; r < rows; r += kRowBlock) {
+    const int64_t R = std::min<int64_t>(kRowBlock, rows - r);
+    float* blk = out + r * d;
+    for (int64_t j = 0; j < R; ++j) {
+      const float* src = A + (i0 + r + j) * lda + p0;
+      for (int64_t q = 0; q < d; ++q) blk[q * kRowBlock + j] = src[q];
+    }
+  }
+}
+
+enum class Mode { kOff, kAuto, kForce };
+
+// FUSED_RNN_BLOCKED_GEMM: "0" off (MKL throughout, for A/B runs), "force" for every
+// product (tests: every shape and transpose, however small), else where it measured faster.
+Mode mode() {
+  const char* env = std::getenv("FUSED_RNN_BLOCKED_GEMM");
+  if (env == nullptr) return Mode::kAuto;
+  if (std::strcmp(env, "0") == 0) return Mode::kOff;
+  if (std::strcmp(env, "force") == 0) return Mode::kForce;
+  return Mode::kAuto;
+}
+
+}  // namespace
+
+bool blocked_gemm_suits(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k) {
+  // Where it measured faster than MKL's sgemm (benchmarks/NOTES.md, session 5; 2 threads):
+  // A row-major (the input projection, 1.5-1.75x with B = W^T; dx, 1.04-1.36x from
+  // n = 256) once there are enough rows to pay for packing op(B); A transposed (the weight
+  // gradients, summed over all steps) only for large outputs (1.07-1.30x from 2048 x 512;
+  // 0.8-0.95x at 1024 x 256 and below, where MKL's own packing of A^T does better).
+  const Mode how = mode();
+  if (how != Mode::kAuto) return how == Mode::kForce && k >= 1;
+  if (m * n * k < (int64_t(1) << 21) || k < 16) return false;
+  if (trans_a) return m * n >= (int64_t(1) << 20);
+  return m >= 256 && (trans_b ? n >= kPanel : n >= 256);
+}
+
+void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A,
+                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  TORCH_INTERNAL_ASSERT(k >= 1, "blocked_gemm: k = ", k);
+  if (m == 0 || n == 0) return;
+  const int64_t n_panels = ceil_div(n, kPanel);
+  const int64_t slices = ceil_div(k, kDepth), depth = ceil_div(k, slices);
+  // Chunks of rows: a multiple of the thread count (equal shares), each a multiple of
+  // kRowBlock and at most kChunkRows.
+  const int64_t threads = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
+  const int64_t chunks = threads * ceil_div(ceil_div(m, threads), kChunkRows);
+  const int64_t chunk_rows = ceil_div(ceil_div(m, chunks), kRowBlock) * kRowBlock;
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  // All of op(B) in panels, each panel's k rows in slices of `depth` (slice p0 of panel q
+  // at q * kPanel * k + p0 * kPanel: the panel is contiguous, as in panel_gemm.cpp).
+  at::Tensor b_buf = at::empty({n_panels * kPanel * k}, opts);
+  at::Tensor a_buf = at::empty({threads, chunk_rows * k}, opts);
+  float* bp = b_buf.data_ptr<float>();
+  float* ap = a_buf.data_ptr<float>();
+  at::parallel_for(0, n_panels, 1, [&](int64_t q0, int64_t q1) {
+    pack_b(trans_b, 0, k, n, B, ldb, q0, q1, bp);
+  });
+  // Share s of the chunks runs on one thread with its own A buffer.
+  at::parallel_for(0, threads, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      float* a_chunk = ap + s * chunk_rows * k;
+      const int64_t per = chunks / threads;
+      for (int64_t c = s * per; c < (s + 1) * per; ++c) {
+        const int64_t i0 = c * chunk_rows, rows = std::min(chunk_rows, m - i0);
+        if (rows <= 0) break;
+        pack_a(trans_a, i0, rows, 0, k, A, lda, a_chunk);
+        for (int64_t q = 0; q < n_panels; ++q) {
+          const float* panel = bp + q * kPanel * k;
+          const int64_t col = q * kPanel, cols = std::min(kPanel, n - col);
+          for (int64_t p0 = 0; p0 < k; p0 += depth) {
+            const int64_t d = std::min(depth, k - p0);
+            const bool more = p0 + d < k;
+            const float* next = more ? panel + (p0 + d) * kPanel
+                                     : (q + 1 < n_panels ? panel + kPanel * k : nullptr);
+            const int64_t next_k = more ? std::min(depth, k - p0 - d) : std::min(depth, k);
+            for (int64_t r = 0; r < rows; r += kRowBlock) {
+              const int64_t R = std::min<int64_t>(kRowBlock, rows - r);
+              kernels<ALayout::kPacked>[R](d, a_chunk + r * k + p0 * kRowBlock, 0,
+                                           panel + p0 * kPanel, cols,
+                                           p0 == 0 ? beta : 1.0f, C + (i0 + r) * ldc + col,
+                                           ldc, r == 0 && R == kRowBlock ? next : nullptr,
+                                           next_k);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace fused_rnn::cpu
