@@ -104,16 +104,22 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
   if (m == 0 || n == 0) return;
   const int64_t n_panels = ceil_div(n, kPanel);
   const int64_t slices = ceil_div(k, kDepth), depth = ceil_div(k, slices);
+  // How many k rows of a chunk of op(A) are packed at once. Row-major A: all of them,
+  // so each panel runs every slice over the chunk while its C tile is hot. Transposed A
+  // (k = all steps, often thousands): one slice at a time, the packed slice in L2,
+  // and C of a chunk read once per slice (measured, 2 threads, GFLOP/s: 1024 x 256 x
+  // 1600 63 -> 85, 2048 x 512 x 3200 90 -> 95; the same order cost the projection,
+  // k = 512, 118 -> 76).
+  const int64_t group = trans_a ? depth : k;
   // Chunks of rows: a multiple of the thread count (equal shares), each a multiple of
   // kRowBlock and at most kChunkRows.
   const int64_t threads = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
   const int64_t chunks = threads * ceil_div(ceil_div(m, threads), kChunkRows);
   const int64_t chunk_rows = ceil_div(ceil_div(m, chunks), kRowBlock) * kRowBlock;
   const auto opts = at::TensorOptions().dtype(at::kFloat);
-  // All of op(B) in panels, each panel's k rows in slices of `depth` (slice p0 of panel q
-  // at q * kPanel * k + p0 * kPanel: the panel is contiguous, as in panel_gemm.cpp).
+  // All of op(B) in panels (panel q at q * kPanel * k, contiguous, as in panel_gemm.cpp).
   at::Tensor b_buf = at::empty({n_panels * kPanel * k}, opts);
-  at::Tensor a_buf = at::empty({threads, chunk_rows * k}, opts);
+  at::Tensor a_buf = at::empty({threads, chunk_rows * group}, opts);
   float* bp = b_buf.data_ptr<float>();
   float* ap = a_buf.data_ptr<float>();
   at::parallel_for(0, n_panels, 1, [&](int64_t q0, int64_t q1) {
@@ -122,28 +128,36 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
   // Share s of the chunks runs on one thread with its own A buffer.
   at::parallel_for(0, threads, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
-      float* a_chunk = ap + s * chunk_rows * k;
+      float* a_pack = ap + s * chunk_rows * group;
       const int64_t per = chunks / threads;
       for (int64_t c = s * per; c < (s + 1) * per; ++c) {
         const int64_t i0 = c * chunk_rows, rows = std::min(chunk_rows, m - i0);
         if (rows <= 0) break;
-        pack_a(trans_a, i0, rows, 0, k, A, lda, a_chunk);
-        for (int64_t q = 0; q < n_panels; ++q) {
-          const float* panel = bp + q * kPanel * k;
-          const int64_t col = q * kPanel, cols = std::min(kPanel, n - col);
-          for (int64_t p0 = 0; p0 < k; p0 += depth) {
-            const int64_t d = std::min(depth, k - p0);
-            const bool more = p0 + d < k;
-            const float* next = more ? panel + (p0 + d) * kPanel
-                                     : (q + 1 < n_panels ? panel + kPanel * k : nullptr);
-            const int64_t next_k = more ? std::min(depth, k - p0 - d) : std::min(depth, k);
-            for (int64_t r = 0; r < rows; r += kRowBlock) {
-              const int64_t R = std::min<int64_t>(kRowBlock, rows - r);
-              kernels<ALayout::kPacked>[R](d, a_chunk + r * k + p0 * kRowBlock, 0,
-                                           panel + p0 * kPanel, cols,
-                                           p0 == 0 ? beta : 1.0f, C + (i0 + r) * ldc + col,
-                                           ldc, r == 0 && R == kRowBlock ? next : nullptr,
-                                           next_k);
+        for (int64_t g0 = 0; g0 < k; g0 += group) {
+          const int64_t gk = std::min(group, k - g0);
+          pack_a(trans_a, i0, rows, g0, gk, A, lda, a_pack);
+          for (int64_t q = 0; q < n_panels; ++q) {
+            const float* panel = bp + q * kPanel * k;
+            const int64_t col = q * kPanel, cols = std::min(kPanel, n - col);
+            for (int64_t p0 = g0; p0 < g0 + gk; p0 += depth) {
+              const int64_t d = std::min(depth, g0 + gk - p0);
+              // The first full block fetches what runs next: this panel's next slice,
+              // else the next panel's first slice of the group.
+              const bool more = p0 + d < g0 + gk;
+              const float* next = more ? panel + (p0 + d) * kPanel
+                                  : q + 1 < n_panels ? panel + kPanel * k + g0 * kPanel
+                                                     : nullptr;
+              const int64_t next_k = std::min(depth, more ? g0 + gk - p0 - d : gk);
+              for (int64_t r = 0; r < rows; r += kRowBlock) {
+                const int64_t R = std::min<int64_t>(kRowBlock, rows - r);
+                float* c_blk = C + (i0 + r) * ldc + col;
+                if (g0 > 0 && r + kRowBlock < rows)  // C of the next block, cold by now
+                  for (int64_t j = kRowBlock; j < 2 * kRowBlock; ++j) prefetch(c_blk + j * ldc);
+                kernels<ALayout::kPacked>[R](d, a_pack + r * gk + (p0 - g0) * kRowBlock, 0,
+                                             panel + p0 * kPanel, cols, p0 == 0 ? beta : 1.0f,
+                                             c_blk, ldc, r == 0 && R == kRowBlock ? next : nullptr,
+                                             next_k);
+              }
             }
           }
         }
