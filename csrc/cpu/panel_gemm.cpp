@@ -55,6 +55,10 @@ void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
         const int64_t next_k = more ? std::min(depth, k - p0 - d) : std::min(depth, k);
         for (int64_t r = 0; r < m; r += block) {
           const int64_t rows = std::min<int64_t>(block, m - r);
+          // C is read at the end of the block's k loop (beta != 0: a time loop adds to the
+          // input projection, cold by then): fetch it now.
+          if (p0 == 0 && beta != 0.0f)
+            for (int64_t j = 0; j < rows; ++j) prefetch(C + (r + j) * ldc + col);
           kernels<ALayout::kRows>[rows](d, A + r * lda + p0, lda, panel + p0 * kPanel, cols,
                            p0 == 0 ? beta : 1.0f, C + r * ldc + col, ldc,
                            r == 0 && rows == kRowBlock ? next : nullptr, next_k);
