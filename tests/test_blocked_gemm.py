@@ -12,14 +12,6 @@ from _cells import CELLS, make, make_state
 from _parity import clone_inputs, packed_input, run
 
 
-@pytest.fixture
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def _results(module, x, hx):
     inp, state = clone_inputs(x, hx)
     out, grads = run(module, inp, state)

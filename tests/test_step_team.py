@@ -14,14 +14,6 @@ from _parity import TOL, assert_same, clone_inputs, packed_input, run
 THREADS = (1, 2, 3, 5)
 
 
-@pytest.fixture
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 # hidden sizes: below one float64 vector (4), a tail (10), several blocks with a tail
 # for float32 vectors of 8 as well (37), exact multiples (16)
 @pytest.mark.parametrize("threads", THREADS, indirect=True)
