@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cpu/blas.h"
+#include "cpu/blocked_gemm.h"
 
 #ifndef FUSED_RNN_TORCH_VERSION
 #define FUSED_RNN_TORCH_VERSION "unknown"
@@ -41,6 +42,8 @@ std::string build_info() {
 #endif
   s += std::string("cpu_blas=") + cpu::blas_backend() + "\n";
   s += std::string("cpu_packed_gemm=") + (cpu::packed_gemm_enabled() ? "1" : "0") + "\n";
+  // Whether this CPU's large float32 products default to blocked_gemm (not Intel's x86).
+  s += std::string("cpu_blocked_gemm=") + (cpu::blocked_gemm_preferred() ? "1" : "0") + "\n";
   return s;
 }
 

@@ -1,10 +1,12 @@
-"""The large float32 products around the CPU time loops (input projection, dx, weight
-gradients) go to csrc/cpu/blocked_gemm.cpp where it beats MKL. Its tails (rows not a
-multiple of the 6-row block, columns not a multiple of a panel, k cut into 256-deep
-slices with a shorter last one), its row chunks shared by 1-3 threads and all three
-transposes must keep parity with torch.nn. FUSED_RNN_BLOCKED_GEMM=force sends every
-float32 product through it, whatever its size; "auto" (the default) at a size where it
-is chosen by measurement; "0" keeps MKL, and both must agree."""
+"""The large float32 products of a CPU layer (input projection, dx, weight gradients) go
+to csrc/cpu/blocked_gemm.cpp where it beats MKL. Its tails (rows not a multiple of the
+6-row block, columns not a multiple of a panel, k cut into slices with a shorter last
+one), its row chunks shared by 1-3 threads and the three transposes a layer uses must
+keep parity with torch.nn. FUSED_RNN_BLOCKED_GEMM=force sends every such product through
+it, whatever its size; the default chooses by measurement (on CPUs not made by Intel,
+build_info's cpu_blocked_gemm); "0" keeps MKL. Products inside the time loops never
+take it."""
+import fused_rnn
 import pytest
 import torch
 
@@ -25,9 +27,10 @@ def _assert_close(ref, ours, x, hx, tol):
 
 @pytest.mark.parametrize("threads", (1, 2, 3), indirect=True)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
-# (T, B, I, H): tiny products, all tails; k = 300 (two slices) in the projection and
-# T * B = 420 rows (3 chunks on one thread, k of the weight gradients in two slices)
-@pytest.mark.parametrize("shape", [(3, 5, 3, 10), (60, 7, 300, 37)], ids=str)
+# (T, B, I, H): tiny products, all tails; k = 301 (slices of 151 and 150) in the
+# projection and T * B = 427 rows (3 chunks on one thread; k of the weight gradients in
+# slices of 214 and 213)
+@pytest.mark.parametrize("shape", [(3, 5, 3, 10), (61, 7, 301, 37)], ids=str)
 def test_forced_for_every_product(threads, cell, shape, monkeypatch):
     monkeypatch.setenv("FUSED_RNN_BLOCKED_GEMM", "force")
     T, B, I, H = shape
@@ -56,18 +59,37 @@ def test_forced_lstm_projection(threads, proj_size, monkeypatch):
 
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 def test_chosen_and_switched_off_agree(cell, monkeypatch):
-    """T * B = 640 rows, I = 320 and H = 264 (792-1056 gate columns): the default picks
-    the blocked GEMM for the projection and dx (2 slices of k, rows in chunks, columns
-    with a tail); with the switch at "0" everything runs on MKL. Both match torch.nn and
-    each other to float32 rounding."""
+    """T * B = 640 rows, I = 320 and H = 264 (792-1056 gate columns): where the default
+    prefers the blocked GEMM it takes it for the projection (2 slices of k, rows in
+    chunks, columns with a tail), so the outputs are bit for bit those of "force";
+    elsewhere they are MKL's. All three match torch.nn to float32 rounding, and so do
+    the gradients."""
     torch.manual_seed(11)
     gen = torch.Generator().manual_seed(11)
     ref, ours = make(cell, torch.float32, input_size=320, hidden_size=264)
     x = torch.randn(40, 16, 320, generator=gen) * 0.5
     results = {}
-    for switch in ("auto", "0"):
+    for switch in ("auto", "force", "0"):
         monkeypatch.setenv("FUSED_RNN_BLOCKED_GEMM", switch)
         results[switch] = _results(ours, x, None)
-    for a, b, c in zip(_results(ref, x, None), results["auto"], results["0"]):
-        torch.testing.assert_close(b, a, atol=2e-4, rtol=2e-4)
-        torch.testing.assert_close(b, c, atol=2e-4, rtol=2e-4)
+    chosen = fused_rnn.build_info()["cpu_blocked_gemm"] == "1"
+    y = {switch: r[0] for switch, r in results.items()}
+    assert torch.equal(y["auto"], y["force" if chosen else "0"])
+    for a, *ours_results in zip(_results(ref, x, None), *results.values()):
+        for b in ours_results:
+            torch.testing.assert_close(b, a, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+def test_forced_leaves_the_time_loops_alone(cell, monkeypatch):
+    """Forced, with MKL's per-step packing switched off: a varlen batch's per-step
+    products (every row count) run on plain sgemm inside the time loop, the large ones on
+    the blocked GEMM outside it; parity with torch.nn holds."""
+    monkeypatch.setenv("FUSED_RNN_PACKED_GEMM", "0")
+    monkeypatch.setenv("FUSED_RNN_BLOCKED_GEMM", "force")
+    torch.manual_seed(4)
+    gen = torch.Generator().manual_seed(4)
+    ref, ours = make(cell, torch.float32, input_size=9, hidden_size=33)
+    x = packed_input(12, 9, 9, torch.float32, gen=gen)
+    hx = make_state(cell, 1, 9, 33, dtype=torch.float32, gen=gen)
+    _assert_close(ref, ours, x, hx, 2e-5)

@@ -75,13 +75,6 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   if (lda < (trans_a ? m : k)) lda = trans_a ? m : k;
   if (ldb < (trans_b ? k : n)) ldb = trans_b ? k : n;
   if (ldc < n) ldc = n;
-  if constexpr (sizeof(T) == 4) {
-    if (alpha == T(1) && blocked_gemm_suits(trans_a, trans_b, m, n, k)) {
-      blocked_gemm(trans_a, trans_b, m, n, k, reinterpret_cast<const float*>(A), lda,
-                   reinterpret_cast<const float*>(B), ldb, beta, reinterpret_cast<float*>(C), ldc);
-      return;
-    }
-  }
   const auto fn = blas<T>();
   const bool fits = m < INT_MAX && n < INT_MAX && k < INT_MAX && lda < INT_MAX &&
                     ldb < INT_MAX && ldc < INT_MAX;
@@ -95,6 +88,25 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   const int LDA = static_cast<int>(ldb), LDB = static_cast<int>(lda), LDC = static_cast<int>(ldc);
   fn(&tb, &ta, &M, &N, &K, &alpha, B, &LDA, A, &LDB, &beta, C, &LDC);
 }
+
+template <typename T>
+void large_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if constexpr (sizeof(T) == 4) {
+    const bool fits = lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n;
+    if (alpha == T(1) && k > 0 && fits && blocked_gemm_suits(trans_a, trans_b, m, n, k)) {
+      blocked_gemm(trans_a, trans_b, m, n, k, reinterpret_cast<const float*>(A), lda,
+                   reinterpret_cast<const float*>(B), ldb, beta, reinterpret_cast<float*>(C), ldc);
+      return;
+    }
+  }
+  gemm<T>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template void large_gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
+                                int64_t, const float*, int64_t, float, float*, int64_t);
+template void large_gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                                 int64_t, const double*, int64_t, double, double*, int64_t);
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                           const float*, int64_t, float, float*, int64_t);

@@ -14,6 +14,13 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// The products over all steps of a layer, outside its time loop (the input projection, dx
+// and the weight gradients): gemm() above, except the float32 products with alpha = 1 that
+// blocked_gemm.h serves faster than MKL (blocked_gemm_suits; FUSED_RNN_BLOCKED_GEMM).
+template <typename T>
+void large_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
 // Which BLAS the GEMMs reach ("sgemm_/dgemm_ in libtorch" or "at::mm").
 const char* blas_backend();
 

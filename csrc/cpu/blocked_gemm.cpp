@@ -7,6 +7,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+
+#include "panel_gemm.h"
 #include "panel_kernel.h"
 
 namespace fused_rnn::cpu {
@@ -15,36 +20,11 @@ using namespace panel;
 
 namespace {
 
-// Rows of op(A) per packed chunk: 192 rows x 256 k x 4 B = 192 KB stays in L2 while every
-// panel of the slice passes over it.
+// Rows of C per chunk (a multiple of the row block): with transposed A, the packed slice
+// of the chunk's op(A) is 192 x 256 x 4 B = 192 KB, in L2 while the panels pass over it.
 constexpr int64_t kChunkRows = 32 * kRowBlock;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Panels [q0, q1) of op(B)'s k rows [p0, p0 + d): panel q at out + q * kPanel * d, for each
-// k row its kPanel columns, zero past n.
-void pack_b(bool trans_b, int64_t p0, int64_t d, int64_t n, const float* B, int64_t ldb,
-            int64_t q0, int64_t q1, float* out) {
-  for (int64_t q = q0; q < q1; ++q) {
-    float* panel = out + q * kPanel * d;
-    const int64_t c0 = q * kPanel, cols = std::min(kPanel, n - c0);
-    if (!trans_b) {
-      for (int64_t p = 0; p < d; ++p) {
-        std::memcpy(panel + p * kPanel, B + (p0 + p) * ldb + c0, cols * sizeof(float));
-        std::fill(panel + p * kPanel + cols, panel + (p + 1) * kPanel, 0.0f);
-      }
-      continue;
-    }
-    for (int64_t c = 0; c < kPanel; ++c) {  // op(B)[p, c] = B[c, p]: read B's rows whole
-      const float* src = B + (c0 + c) * ldb + p0;
-      if (c < cols) {
-        for (int64_t p = 0; p < d; ++p) panel[p * kPanel + c] = src[p];
-      } else {
-        for (int64_t p = 0; p < d; ++p) panel[p * kPanel + c] = 0.0f;
-      }
-    }
-  }
-}
 
 // Rows [i0, i0 + rows) of op(A), k rows [p0, p0 + d), in blocks of kRowBlock rows: block r
 // (its first row) at out + r * d, element (row r + j, step q) at [q * kRowBlock + j]. A last
@@ -73,8 +53,6 @@ void pack_a(bool trans_a, int64_t i0, int64_t rows, int64_t p0, int64_t d, const
 
 enum class Mode { kOff, kAuto, kForce };
 
-// FUSED_RNN_BLOCKED_GEMM: "0" off (MKL throughout, for A/B runs), "force" for every
-// product (tests: every shape and transpose, however small), else where it measured faster.
 Mode mode() {
   const char* env = std::getenv("FUSED_RNN_BLOCKED_GEMM");
   if (env == nullptr) return Mode::kAuto;
@@ -85,14 +63,32 @@ Mode mode() {
 
 }  // namespace
 
+bool blocked_gemm_preferred() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool preferred = [] {
+    unsigned int max_leaf = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid(0, &max_leaf, &ebx, &ecx, &edx) == 0) return false;
+    char vendor[13] = {};
+    std::memcpy(vendor, &ebx, 4);
+    std::memcpy(vendor + 4, &edx, 4);
+    std::memcpy(vendor + 8, &ecx, 4);
+    return std::strcmp(vendor, "GenuineIntel") != 0;
+  }();
+  return preferred;
+#else
+  return false;
+#endif
+}
+
 bool blocked_gemm_suits(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k) {
+  const Mode how = mode();
+  if (how != Mode::kAuto) return how == Mode::kForce;
+  if (!blocked_gemm_preferred()) return false;
   // Where it measured faster than MKL's sgemm (benchmarks/NOTES.md, session 5; 2 threads):
   // A row-major (the input projection, 1.5-1.75x with B = W^T; dx, 1.04-1.36x from
   // n = 256) once there are enough rows to pay for packing op(B); A transposed (the weight
   // gradients, summed over all steps) only for large outputs (1.07-1.30x from 2048 x 512;
   // 0.8-0.95x at 1024 x 256 and below, where MKL's own packing of A^T does better).
-  const Mode how = mode();
-  if (how != Mode::kAuto) return how == Mode::kForce && k >= 1;
   if (m * n * k < (int64_t(1) << 21) || k < 16) return false;
   if (trans_a) return m * n >= (int64_t(1) << 20);
   return m >= 256 && (trans_b ? n >= kPanel : n >= 256);
@@ -105,11 +101,10 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
   const int64_t n_panels = ceil_div(n, kPanel);
   const int64_t slices = ceil_div(k, kDepth), depth = ceil_div(k, slices);
   // How many k rows of a chunk of op(A) are packed at once. Row-major A: all of them,
-  // so each panel runs every slice over the chunk while its C tile is hot. Transposed A
-  // (k = all steps, often thousands): one slice at a time, the packed slice in L2,
-  // and C of a chunk read once per slice (measured, 2 threads, GFLOP/s: 1024 x 256 x
-  // 1600 63 -> 85, 2048 x 512 x 3200 90 -> 95; the same order cost the projection,
-  // k = 512, 118 -> 76).
+  // so each panel runs every slice over the chunk while its C tile is hot. Transposed A:
+  // one slice at a time, the packed slice in L2, C of the chunk read once per slice
+  // (measured, 2 threads, GFLOP/s: 1024 x 256 x 1600 63 -> 85, 2048 x 512 x 3200
+  // 90 -> 95; the same order cost the projection, k = 512, 118 -> 76).
   const int64_t group = trans_a ? depth : k;
   // Chunks of rows: a multiple of the thread count (equal shares), each a multiple of
   // kRowBlock and at most kChunkRows.
@@ -117,13 +112,14 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
   const int64_t chunks = threads * ceil_div(ceil_div(m, threads), kChunkRows);
   const int64_t chunk_rows = ceil_div(ceil_div(m, chunks), kRowBlock) * kRowBlock;
   const auto opts = at::TensorOptions().dtype(at::kFloat);
-  // All of op(B) in panels (panel q at q * kPanel * k, contiguous, as in panel_gemm.cpp).
+  // All of op(B) in panels (panel q at q * kPanel * k, as panel_pack lays them out).
   at::Tensor b_buf = at::empty({n_panels * kPanel * k}, opts);
   at::Tensor a_buf = at::empty({threads, chunk_rows * group}, opts);
   float* bp = b_buf.data_ptr<float>();
   float* ap = a_buf.data_ptr<float>();
   at::parallel_for(0, n_panels, 1, [&](int64_t q0, int64_t q1) {
-    pack_b(trans_b, 0, k, n, B, ldb, q0, q1, bp);
+    const int64_t c0 = q0 * kPanel, cols = std::min(n, q1 * kPanel) - c0;
+    panel_pack(trans_b, k, cols, B + (trans_b ? c0 * ldb : c0), ldb, bp + q0 * kPanel * k);
   });
   // Share s of the chunks runs on one thread with its own A buffer.
   at::parallel_for(0, threads, 1, [&](int64_t s0, int64_t s1) {
@@ -151,8 +147,9 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
               for (int64_t r = 0; r < rows; r += kRowBlock) {
                 const int64_t R = std::min<int64_t>(kRowBlock, rows - r);
                 float* c_blk = C + (i0 + r) * ldc + col;
-                if (g0 > 0 && r + kRowBlock < rows)  // C of the next block, cold by now
-                  for (int64_t j = kRowBlock; j < 2 * kRowBlock; ++j) prefetch(c_blk + j * ldc);
+                // Groups after the first add to C, cold by then: fetch the next block's.
+                for (int64_t j = R; g0 > 0 && j < std::min(rows - r, R + kRowBlock); ++j)
+                  prefetch(c_blk + j * ldc);
                 kernels<ALayout::kPacked>[R](d, a_pack + r * gk + (p0 - g0) * kRowBlock, 0,
                                              panel + p0 * kPanel, cols, p0 == 0 ? beta : 1.0f,
                                              c_blk, ldc, r == 0 && R == kRowBlock ? next : nullptr,

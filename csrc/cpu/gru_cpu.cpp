@@ -30,7 +30,7 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once; the pass overwrites it with
   // the activations.
-  gemm<S>(false, true, T * B, G3, I, S(1), x, I, w_ih, I, S(0), gates, G3);
+  large_gemm<S>(false, true, T * B, G3, I, S(1), x, I, w_ih, I, S(0), gates, G3);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
@@ -106,10 +106,10 @@ void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
     gemm<S>(false, false, rows[t], H, G3, S(1), dgh + t * B * G3, G3, w_hh, H, S(1), dh, H);
   }
   const int64_t TB = T * B;
-  gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);
-  gemm<S>(true, false, G3, I, TB, S(1), dgi, G3, x, I, S(0), dw_ih, I);
+  large_gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);
+  large_gemm<S>(true, false, G3, I, TB, S(1), dgi, G3, x, I, S(0), dw_ih, I);
   const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
-  gemm<S>(true, false, G3, H, TB, S(1), dgh, G3, h_prev, H, S(0), dw_hh, H);
+  large_gemm<S>(true, false, G3, H, TB, S(1), dgh, G3, h_prev, H, S(0), dw_hh, H);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

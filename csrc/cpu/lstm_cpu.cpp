@@ -29,7 +29,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
   // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
-  gemm<S>(false, true, T * B, G4, I, S(1), x, I, w_ih, I, S(0), gates, G4);
+  large_gemm<S>(false, true, T * B, G4, I, S(1), x, I, w_ih, I, S(0), gates, G4);
   // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
   // output columns outs of unit block u, for its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
@@ -165,11 +165,11 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
     gemm<S>(false, false, rows[t], P, G4, S(1), dgates + t * B * G4, G4, w_hh, P, S(1), dh, P);
   }
   const int64_t TB = T * B;
-  gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);
-  gemm<S>(true, false, G4, I, TB, S(1), dgates, G4, x, I, S(0), dw_ih, I);
+  large_gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);
+  large_gemm<S>(true, false, G4, I, TB, S(1), dgates, G4, x, I, S(0), dw_ih, I);
   const S* h_prev = hs + slot_in(0, reverse) * B * P;  // hs[t + reverse] for t = 0..T-1
-  gemm<S>(true, false, G4, P, TB, S(1), dgates, G4, h_prev, P, S(0), dw_hh, P);
-  if (proj) gemm<S>(true, false, P, H, TB, S(1), dr, P, h_raw, H, S(0), dw_hr, H);
+  large_gemm<S>(true, false, G4, P, TB, S(1), dgates, G4, h_prev, P, S(0), dw_hh, P);
+  if (proj) large_gemm<S>(true, false, P, H, TB, S(1), dr, P, h_raw, H, S(0), dw_hr, H);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

@@ -19,12 +19,17 @@ void panel_pack(bool trans_b, int64_t k, int64_t n, const float* B, int64_t ldb,
   const int64_t n_panels = (n + kPanel - 1) / kPanel;
   for (int64_t q = 0; q < n_panels; ++q) {
     float* panel = panels + q * kPanel * k;
-    for (int64_t p = 0; p < k; ++p) {
-      for (int64_t c = 0; c < kPanel; ++c) {
-        const int64_t col = q * kPanel + c;
-        panel[p * kPanel + c] =
-            col >= n ? 0.0f : (trans_b ? B[col * ldb + p] : B[p * ldb + col]);
+    const int64_t c0 = q * kPanel, cols = std::min(kPanel, n - c0);
+    if (!trans_b) {
+      for (int64_t p = 0; p < k; ++p) {
+        std::copy(B + p * ldb + c0, B + p * ldb + c0 + cols, panel + p * kPanel);
+        std::fill(panel + p * kPanel + cols, panel + (p + 1) * kPanel, 0.0f);
       }
+      continue;
+    }
+    for (int64_t c = 0; c < kPanel; ++c) {  // op(B)[p, c] = B[c, p]: read B's rows whole
+      const float* src = B + (c0 + c) * ldb;
+      for (int64_t p = 0; p < k; ++p) panel[p * kPanel + c] = c < cols ? src[p] : 0.0f;
     }
   }
 }

@@ -5,9 +5,11 @@
 // AVX2; for each k row, the panel's columns contiguous, zero-padded at the edge). Each
 // step then takes the panels in order, each in slices of 16 KB (256 k rows with AVX2) that
 // stay in L1, and per block of 6 rows of A (4 when m <= 8) keeps 6 x 2 vectors of sums in
-// registers. Measured against MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x
-// at m <= 8, 1.2-1.6x at m = 9..128 and 1.0-1.2x at m = 160..512 for k up to 2048.
-// float32 only.
+// registers (the register kernel is panel_kernel.h, shared with blocked_gemm.h). With
+// beta != 0 a block's rows of C are fetched before its k loop: C is read at the loop's
+// end, and a time loop's C (the step's input projection) is cold by then. Measured
+// against MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x at m <= 8, 1.2-1.6x
+// at m = 9..128 and 1.0-1.2x at m = 160..512 for k up to 2048. float32 only.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +24,8 @@ bool panel_gemm_suits(int64_t m);
 int64_t panel_buffer_size(int64_t k, int64_t n);
 
 // op(B) = B^T when trans_b (B is [n, k] with leading dimension ldb), else B ([k, n]).
+// Panel q at panels + q * kPanel * k: packing columns [c0, c0 + w) of a wider op(B) into
+// panels + (c0 / kPanel) * kPanel * k gives the same panels (c0 a multiple of kPanel).
 void panel_pack(bool trans_b, int64_t k, int64_t n, const float* B, int64_t ldb, float* panels);
 
 // C = A op(B) + beta * C from packed panels; C is not read when beta == 0. Parallel

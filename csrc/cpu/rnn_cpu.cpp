@@ -29,7 +29,7 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
                         bool reverse, S* y, S* hs) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // y[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
-  gemm<S>(false, true, T * B, H, I, S(1), x, I, w_ih, I, S(0), y, H);
+  large_gemm<S>(false, true, T * B, H, I, S(1), x, I, w_ih, I, S(0), y, H);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
@@ -96,10 +96,10 @@ void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
     gemm<S>(false, false, rows[t], H, H, S(1), da + t * B * H, H, w_hh, H, S(1), dh, H);
   }
   const int64_t TB = T * B;
-  gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);
-  gemm<S>(true, false, H, I, TB, S(1), da, H, x, I, S(0), dw_ih, I);
+  large_gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);
+  large_gemm<S>(true, false, H, I, TB, S(1), da, H, x, I, S(0), dw_ih, I);
   const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
-  gemm<S>(true, false, H, H, TB, S(1), da, H, h_prev, H, S(0), dw_hh, H);
+  large_gemm<S>(true, false, H, H, TB, S(1), da, H, h_prev, H, S(0), dw_hh, H);
 }
 
 // Calls fn(std::integral_constant<bool, relu>) so kernels get the activation as a constant.
