@@ -65,8 +65,8 @@ void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
           if (p0 == 0 && beta != 0.0f)
             for (int64_t j = 0; j < rows; ++j) prefetch(C + (r + j) * ldc + col);
           kernels<ALayout::kRows>[rows](d, A + r * lda + p0, lda, panel + p0 * kPanel, cols,
-                           p0 == 0 ? beta : 1.0f, C + r * ldc + col, ldc,
-                           r == 0 && rows == kRowBlock ? next : nullptr, next_k);
+                                        p0 == 0 ? beta : 1.0f, C + r * ldc + col, ldc,
+                                        r == 0 && rows == kRowBlock ? next : nullptr, next_k);
         }
       }
     }

@@ -56,8 +56,8 @@ inline void prefetch(const float* p) {
 // k step (measured 3x slower). With one or two rows, the pairs take alternate k steps
 // (four independent FMA chains per vector hide the FMA latency) and are added at the end.
 // With 3+ rows, `next` (if not null) is the panel slice the caller runs next, next_k rows
-// deep: one line of it is fetched per k step, so it comes from L2/L3 while this slice
-// computes.
+// deep: one cache line of it is fetched per k step (a whole k row with AVX2, half of one
+// with AVX-512), so it comes from L2/L3 while this slice computes.
 template <int R, ALayout Layout>
 void rows(int64_t k, const float* A, int64_t lda, const float* panel, int64_t cols, float beta,
           float* C, int64_t ldc, const float* next, int64_t next_k) {
