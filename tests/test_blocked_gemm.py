@@ -81,7 +81,7 @@ def test_chosen_and_switched_off_agree(cell, monkeypatch):
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=str)
-def test_forced_leaves_the_time_loops_alone(cell, monkeypatch):
+def test_forced_with_per_step_sgemm_and_varlen(cell, monkeypatch):
     """Forced, with MKL's per-step packing switched off: a varlen batch's per-step
     products (every row count) run on plain sgemm inside the time loop, the large ones on
     the blocked GEMM outside it; parity with torch.nn holds."""
