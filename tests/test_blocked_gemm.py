@@ -11,18 +11,13 @@ import pytest
 import torch
 
 from _cells import CELLS, make, make_state
-from _parity import clone_inputs, packed_input, run
+from _parity import assert_same, clone_inputs, packed_input, run
 
 
 def _results(module, x, hx):
     inp, state = clone_inputs(x, hx)
     out, grads = run(module, inp, state)
     return out + list(grads)
-
-
-def _assert_close(ref, ours, x, hx, tol):
-    for a, b in zip(_results(ref, x, hx), _results(ours, x, hx)):
-        torch.testing.assert_close(b, a, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("threads", (1, 2, 3), indirect=True)
@@ -40,7 +35,7 @@ def test_forced_for_every_product(threads, cell, shape, monkeypatch):
                      bidirectional=True)
     x = packed_input(T, B, I, torch.float32, gen=gen)
     hx = make_state(cell, 4, B, H, dtype=torch.float32, gen=gen)
-    _assert_close(ref, ours, x, hx, 2e-4 if T * B > 100 else 1e-5)
+    assert_same(ref, ours, x, hx, torch.float32, tol=2e-4 if T * B > 100 else 1e-5)
 
 
 @pytest.mark.parametrize("threads", (1, 2), indirect=True)
@@ -54,7 +49,7 @@ def test_forced_lstm_projection(threads, proj_size, monkeypatch):
                      bidirectional=True)
     x = packed_input(30, 11, 40, torch.float32, gen=gen)
     hx = make_state(lstm, 2, 11, 67, proj_size=proj_size, dtype=torch.float32, gen=gen)
-    _assert_close(ref, ours, x, hx, 2e-4)
+    assert_same(ref, ours, x, hx, torch.float32, tol=2e-4)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=str)
@@ -92,4 +87,4 @@ def test_forced_with_per_step_sgemm_and_varlen(cell, monkeypatch):
     ref, ours = make(cell, torch.float32, input_size=9, hidden_size=33)
     x = packed_input(12, 9, 9, torch.float32, gen=gen)
     hx = make_state(cell, 1, 9, 33, dtype=torch.float32, gen=gen)
-    _assert_close(ref, ours, x, hx, 2e-5)
+    assert_same(ref, ours, x, hx, torch.float32, tol=2e-5)

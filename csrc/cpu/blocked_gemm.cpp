@@ -99,7 +99,7 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
   TORCH_INTERNAL_ASSERT(k >= 1, "blocked_gemm: k = ", k);
   if (m == 0 || n == 0) return;
   const int64_t n_panels = ceil_div(n, kPanel);
-  const int64_t slices = ceil_div(k, kDepth), depth = ceil_div(k, slices);
+  const int64_t depth = slice_depth(k);
   // How many k rows of a chunk of op(A) are packed at once. Row-major A: all of them,
   // so each panel runs every slice over the chunk while its C tile is hot. Transposed A:
   // one slice at a time, the packed slice in L2, C of the chunk read once per slice
@@ -137,13 +137,9 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
             const int64_t col = q * kPanel, cols = std::min(kPanel, n - col);
             for (int64_t p0 = g0; p0 < g0 + gk; p0 += depth) {
               const int64_t d = std::min(depth, g0 + gk - p0);
-              // The first full block fetches what runs next: this panel's next slice,
-              // else the next panel's first slice of the group.
-              const bool more = p0 + d < g0 + gk;
-              const float* next = more ? panel + (p0 + d) * kPanel
-                                  : q + 1 < n_panels ? panel + kPanel * k + g0 * kPanel
-                                                     : nullptr;
-              const int64_t next_k = std::min(depth, more ? g0 + gk - p0 - d : gk);
+              const NextSlice next =
+                  next_slice(panel, q + 1 < n_panels ? panel + kPanel * k : nullptr, p0, d,
+                             g0, g0 + gk, depth);
               for (int64_t r = 0; r < rows; r += kRowBlock) {
                 const int64_t R = std::min<int64_t>(kRowBlock, rows - r);
                 float* c_blk = C + (i0 + r) * ldc + col;
@@ -152,8 +148,8 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
                   prefetch(c_blk + j * ldc);
                 kernels<ALayout::kPacked>[R](d, a_pack + r * gk + (p0 - g0) * kRowBlock, 0,
                                              panel + p0 * kPanel, cols, p0 == 0 ? beta : 1.0f,
-                                             c_blk, ldc, r == 0 && R == kRowBlock ? next : nullptr,
-                                             next_k);
+                                             c_blk, ldc, r == 0 && R == kRowBlock ? next.p : nullptr,
+                                             next.k);
               }
             }
           }

@@ -43,8 +43,7 @@ void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
   // k in slices of at most kDepth rows (equal sizes); each slice of a panel is used by
   // every block of rows before the next, so it stays in L1. Slices after the first add
   // to C (beta = 1). k = 0 still takes one (empty) slice: C = beta * C.
-  const int64_t slices = std::max<int64_t>(1, (k + kDepth - 1) / kDepth);
-  const int64_t depth = std::max<int64_t>(1, (k + slices - 1) / slices);
+  const int64_t depth = slice_depth(k);
   const int64_t block = m <= 8 ? kFewRowBlock : kRowBlock;
   at::parallel_for(0, n_panels, grain, [&](int64_t first, int64_t last) {
     for (int64_t q = first; q < last; ++q) {
@@ -54,10 +53,8 @@ void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
         const int64_t d = std::min(depth, k - p0);
         // The first block of 6 rows fetches the slice that comes next (measured: +5-9%
         // at 12-64 rows; slower when the first block has only 4 rows).
-        const bool more = p0 + d < k;  // else the next panel's first slice, if any
-        const float* next = more ? panel + (p0 + d) * kPanel
-                                 : (q + 1 < last ? panel + kPanel * k : nullptr);
-        const int64_t next_k = more ? std::min(depth, k - p0 - d) : std::min(depth, k);
+        const NextSlice next =
+            next_slice(panel, q + 1 < last ? panel + kPanel * k : nullptr, p0, d, 0, k, depth);
         for (int64_t r = 0; r < m; r += block) {
           const int64_t rows = std::min<int64_t>(block, m - r);
           // C is read at the end of the block's k loop (beta != 0: a time loop adds to the
@@ -66,7 +63,7 @@ void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
             for (int64_t j = 0; j < rows; ++j) prefetch(C + (r + j) * ldc + col);
           kernels<ALayout::kRows>[rows](d, A + r * lda + p0, lda, panel + p0 * kPanel, cols,
                                         p0 == 0 ? beta : 1.0f, C + r * ldc + col, ldc,
-                                        r == 0 && rows == kRowBlock ? next : nullptr, next_k);
+                                        r == 0 && rows == kRowBlock ? next.p : nullptr, next.k);
         }
       }
     }

@@ -22,6 +22,25 @@ inline constexpr int kRowBlock = 6;        // rows per pass: 2 x 6 accumulators 
 inline constexpr int kFewRowBlock = 4;     // rows per pass when m <= 8 (4 + 4 beats 6 + 2)
 inline constexpr int64_t kDepth = 4096 / kPanel;  // k rows per pass: a 16 KB slice stays in L1
 
+// k cut into equal slices of at most kDepth rows: their depth (k = 0: one empty slice).
+inline int64_t slice_depth(int64_t k) {
+  const int64_t slices = std::max<int64_t>(1, (k + kDepth - 1) / kDepth);
+  return std::max<int64_t>(1, (k + slices - 1) / slices);
+}
+
+// What the first full row block fetches while slice [p0, p0 + d) of a panel runs, of the
+// panel's k rows [g0, g1) in use: the panel's next slice, else the next panel's first
+// (next_panel: that panel, or null when there is none).
+struct NextSlice {
+  const float* p;
+  int64_t k;
+};
+inline NextSlice next_slice(const float* panel, const float* next_panel, int64_t p0, int64_t d,
+                            int64_t g0, int64_t g1, int64_t depth) {
+  if (p0 + d < g1) return {panel + (p0 + d) * kPanel, std::min(depth, g1 - p0 - d)};
+  return {next_panel != nullptr ? next_panel + g0 * kPanel : nullptr, std::min(depth, g1 - g0)};
+}
+
 // How the kernel finds A[r, q] (row r of the block, k step q).
 enum class ALayout {
   kRows,    // row-major with a leading dimension: A[r * lda + q]
