@@ -116,6 +116,13 @@ void check_saved(const char* op, const char* name, const at::Tensor& t, at::Scal
   check_shape(op, name, t, std::move(expected), meaning);
 }
 
+namespace {
+[[noreturn]] C10_NOINLINE void fail_length_outside(const char* op, int64_t b, int64_t length,
+                                                   int64_t T) {
+  TORCH_CHECK(false, op, ": lengths[", b, "] = ", length, " is outside [0, seq_len = ", T, "]");
+}
+}  // namespace
+
 void check_lengths(const char* op, const std::optional<at::Tensor>& lengths, int64_t T,
                    int64_t B) {
   if (!lengths.has_value() || !lengths->defined()) return;
@@ -124,11 +131,14 @@ void check_lengths(const char* op, const std::optional<at::Tensor>& lengths, int
               ": lengths must be an int64 tensor on the CPU, got ", l.scalar_type(), " on ",
               l.device());
   check_shape(op, "lengths", l, {B}, "one length per batch row");
-  const int64_t* p = l.contiguous().data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(p[b] >= 0 && p[b] <= T, op, ": lengths[", b, "] = ", p[b],
-                " is outside [0, seq_len = ", T, "]");
-  }
+  const at::Tensor values = l.contiguous();  // held while p is read
+  const int64_t* p = values.const_data_ptr<int64_t>();
+  // The first row out of range, then the error from a function of its own: an H200 machine's
+  // CPU (AVX-512, another gcc) segfaulted when this throw sat inside the loop (GPU-RUNS.md).
+  int64_t bad = -1;
+  for (int64_t b = B - 1; b >= 0; --b)
+    if (p[b] < 0 || p[b] > T) bad = b;
+  if (bad >= 0) fail_length_outside(op, bad, p[bad], T);
 }
 
 std::vector<int64_t> rows_active(const std::optional<at::Tensor>& lengths, int64_t T,

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One-command GPU verification of fused_rnn, for a machine with an NVIDIA GPU and no
-# network: builds the extension for the local GPU arch, runs the CUDA tests, runs the
+# network: builds the extension for the local GPU arch, runs the whole test suite, runs the
 # benchmark against cuDNN, runs compute-sanitizer (memcheck, racecheck, synccheck) over a
-# small CUDA workload, and writes every log plus a results table to the output folder.
+# small CUDA workload, diagnoses any test that crashed its process (crash_diag.sh), runs the
+# CUDA tests with each forward-step path forced, then more benchmark tables, and writes every
+# log plus a results table to the output folder.
 #
 #   scripts/gpu_check.sh [OUT_DIR]      (default: $OUT, else ./gpu_check_out)
 #
@@ -68,6 +70,10 @@ stage_detail() {
   command -v nvcc >/dev/null && nvcc --version | tail -n 2
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version()); print('gpu', torch.cuda.get_device_name(0), 'capability', torch.cuda.get_device_capability(0))"
   "$PY" -c "import torch.utils.cpp_extension as c; print('ninja', c.is_ninja_available())"
+  # The host side matters too: a CPU-only crash was seen on one of these machines (GPU-RUNS.md).
+  echo "c++: $(command -v "${CXX:-c++}") $("${CXX:-c++}" --version 2>&1 | head -n 1)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores," \
+       "$(grep -m1 -o -w 'avx512f' /proc/cpuinfo || echo 'no avx512f')"
 } > "$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 
@@ -102,14 +108,9 @@ grep -q "^build.*PASS" "$OUT_DIR/summary.tsv" && BUILT=1
 if (( BUILT )); then
   CUDA_TESTS=$(ls tests/test_cuda*.py 2>/dev/null | tr '\n' ' ')
   if "$PY" -c "import pytest" 2>/dev/null; then
-    run_stage "tests (CUDA)" 180 "$OUT_DIR/tests.log" \
-      "$PY" -m pytest -q -ra -p no:cacheprovider --junitxml="$OUT_DIR/tests.xml" $CUDA_TESTS
-    # The forward step has two paths chosen by batch size (csrc/cuda/fused_step.cuh):
-    # run the tests once more with each forced, so both meet every shape.
-    for mode in 0 1; do
-      run_stage "tests (CUDA, FUSED_RNN_CUDA_STEP_KERNEL=$mode)" 180 "$OUT_DIR/tests_step$mode.log" \
-        env FUSED_RNN_CUDA_STEP_KERNEL=$mode "$PY" -m pytest -q -p no:cacheprovider $CUDA_TESTS
-    done
+    # Every test, the CPU ones too (the CUDA ones run on the GPU here), carried on past a test
+    # that kills the process; such tests are listed in crashed.txt and diagnosed below.
+    run_stage "tests (all)" 240 "$OUT_DIR/tests.log" bash scripts/suite_until_done.sh "$OUT_DIR"
   else
     echo "pytest is not installed: running the CUDA tests with scripts/mini_pytest.py" \
       | tee -a "$OUT_DIR/gpu_check.log"
@@ -155,6 +156,20 @@ if (( BUILT )); then
     run_stage "sanitizer synccheck" 60 "$OUT_DIR/synccheck.log" \
       env CUDA_MODULE_LOADING=LAZY "$SAN" --tool synccheck --error-exitcode 1 --kernel-name kns=fused_rnn "$PY" scripts/cuda_sanitize_case.py
   fi
+fi
+
+# ------------------------------------------------- crashes; the forward step's two paths
+if (( BUILT )) && [ -s "$OUT_DIR/crashed.txt" ]; then
+  run_stage "crash diagnosis" 240 "$OUT_DIR/crash_diag.log" \
+    bash scripts/crash_diag.sh "$OUT_DIR" $(cat "$OUT_DIR/crashed.txt")
+fi
+# The forward step has two paths chosen by batch size (csrc/cuda/fused_step.cuh): run the
+# CUDA tests once more with each forced, so both meet every shape.
+if (( BUILT )) && "$PY" -c "import pytest" 2>/dev/null; then
+  for mode in 0 1; do
+    run_stage "tests (CUDA, FUSED_RNN_CUDA_STEP_KERNEL=$mode)" 180 "$OUT_DIR/tests_step$mode.log" \
+      env FUSED_RNN_CUDA_STEP_KERNEL=$mode "$PY" -m pytest -q -p no:cacheprovider $CUDA_TESTS
+  done
 fi
 
 # ------------------------------------------------------- benchmarks against the targets
