@@ -137,10 +137,15 @@ bool packing_switched_on() {
 bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on(); }
 
 template <typename T>
-PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m)
+PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
+                    int64_t uses)
     : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B) {
   if constexpr (sizeof(T) == 4) {
     if (!packing_switched_on() || B == nullptr || k == 0 || n == 0) return;
+    // A one-row product goes to MKL's gemv, which reads B as it is: packing pays from ~8
+    // uses there; with more rows sgemm re-packs B at every call, so from the second.
+    // (Interleaved op timings, 2 threads, H = 256 and 512, B = 1-64, T = 1-8.)
+    if (uses < (max_m == 1 ? 8 : 2)) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
     if (panel_gemm_suits(max_m)) {
       panels_ = true;

@@ -34,7 +34,7 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
-  const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows());
+  const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows(), T);
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
@@ -70,7 +70,7 @@ void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
   // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
   // its batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
-  const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows());
+  const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = step_of(s), lo = tl.lo, hi = tl.hi, b0 = tl.b0;

@@ -35,8 +35,8 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const int64_t lanes = at::vec::Vectorized<S>::size();
   const TeamPlan plan = plan_team(B, H, lanes);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
-  const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows());
-  const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows());
+  const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows(), T);
+  const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows(), T);
   // A step is one phase (gates, cell) or, with a projection, two (then r = h_raw W_hr^T,
   // which needs every unit of h_raw).
   const int64_t phases = proj ? 2 : 1;
@@ -105,8 +105,8 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
   const UnitBlocks units = plan.units, outs = split_blocks(P, units.count, lanes);
   // Block u's columns `outs` of W_hh for dL/dh_prev = dgates W_hh, and its columns
   // `units` of W_hr for dL/dh_raw = dr W_hr.
-  const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows());
-  const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows());
+  const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows(), T);
+  const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows(), T);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a
   // projection also dr = dh + dy. Phase 1 (units): the cell's backward. Without a

@@ -15,23 +15,46 @@ bool panel_gemm_suits(int64_t m) { return m <= 512; }
 
 int64_t panel_buffer_size(int64_t k, int64_t n) { return (n + kPanel - 1) / kPanel * kPanel * k; }
 
+namespace {
+// One panel of op(B) = B^T, B's rows [c0, c0 + cols) (cols <= kPanel): 16 x 16 blocks
+// transposed in registers (at::vec::transpose_mxn; one float at a time was ~10 GB/s, and a
+// per-call pack of W_hh dominated short sequences), the last rows of k and the last
+// columns one float at a time, columns past cols zero.
+void pack_transposed_panel(const float* B, int64_t ldb, int64_t k, int64_t cols, float* panel) {
+  constexpr int64_t kT = 16;
+  static_assert(kPanel % kT == 0, "a panel is a whole number of 16-column blocks");
+  const int64_t k_blocks = k / kT * kT, c_blocks = cols / kT * kT;
+  for (int64_t p0 = 0; p0 < k_blocks; p0 += kT)
+    for (int64_t c = 0; c < c_blocks; c += kT)
+      at::vec::transpose_mxn<float, kT, kT>(B + c * ldb + p0, ldb, panel + p0 * kPanel + c,
+                                            kPanel);
+  for (int64_t c = 0; c < cols; ++c) {
+    const float* src = B + c * ldb;
+    for (int64_t p = c < c_blocks ? k_blocks : 0; p < k; ++p) panel[p * kPanel + c] = src[p];
+  }
+  for (int64_t p = 0; p < k; ++p) std::fill(panel + p * kPanel + cols, panel + (p + 1) * kPanel, 0.0f);
+}
+}  // namespace
+
 void panel_pack(bool trans_b, int64_t k, int64_t n, const float* B, int64_t ldb, float* panels) {
   const int64_t n_panels = (n + kPanel - 1) / kPanel;
-  for (int64_t q = 0; q < n_panels; ++q) {
-    float* panel = panels + q * kPanel * k;
-    const int64_t c0 = q * kPanel, cols = std::min(kPanel, n - c0);
-    if (!trans_b) {
+  // Parallel over panels (inline inside a parallel region, as blocked_gemm calls it): a
+  // thread gets at least ~64 KB of panels.
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, kPanel * k));
+  at::parallel_for(0, n_panels, grain, [&](int64_t first, int64_t last) {
+    for (int64_t q = first; q < last; ++q) {
+      float* panel = panels + q * kPanel * k;
+      const int64_t c0 = q * kPanel, cols = std::min(kPanel, n - c0);
+      if (trans_b) {
+        pack_transposed_panel(B + c0 * ldb, ldb, k, cols, panel);
+        continue;
+      }
       for (int64_t p = 0; p < k; ++p) {
         std::copy(B + p * ldb + c0, B + p * ldb + c0 + cols, panel + p * kPanel);
         std::fill(panel + p * kPanel + cols, panel + (p + 1) * kPanel, 0.0f);
       }
-      continue;
     }
-    for (int64_t c = 0; c < kPanel; ++c) {  // op(B)[p, c] = B[c, p]: read B's rows whole
-      const float* src = B + (c0 + c) * ldb;
-      for (int64_t p = 0; p < k; ++p) panel[p * kPanel + c] = c < cols ? src[p] : 0.0f;
-    }
-  }
+  });
 }
 
 void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
