@@ -1,8 +1,10 @@
 """The CPU kernels' float32 exp and tanh (csrc/cpu/vec_ops.h, vec_math) are our own
 polynomials, not Sleef's: measured here to stay within a few ulp of the exact values
 over the whole range, and to keep NaN and the infinities as torch does. Read through
-the modules: an RNN with W_ih = 1 and no other weights computes tanh(x), a GRU whose
-only weight feeds the update gate, with h0 = 1, computes sigmoid(x)."""
+the modules, with the values spread over the hidden units (the pointwise loop runs along
+them, in SIMD vectors plus a scalar tail): an RNN whose only weight is W_ih, fed one-hot
+rows, computes tanh(W_ih[j, b]) at unit j of row b; a GRU whose only weight feeds the
+update gate, with h0 = 1, computes sigmoid of it."""
 import pytest
 import torch
 
@@ -23,22 +25,37 @@ def _grid():
                                    dtype=torch.float64)]).to(F32)
 
 
+_UNITS = 2045  # hidden units: whole vectors plus a tail at every vector width
+
+
+def _spread(x):
+    """x as W_ih [units, rows] (x[b * units + j] at [j, b]) and the one-hot input that
+    picks column b for batch row b."""
+    rows = -(-x.numel() // _UNITS)
+    w = torch.zeros(rows * _UNITS, dtype=F32)
+    w[:x.numel()] = x
+    return w.view(rows, _UNITS).t(), torch.eye(rows, dtype=F32).unsqueeze(0)
+
+
 def _tanh(x):
-    m = fused_rnn.RNN(1, 1, nonlinearity="tanh", dtype=F32)
+    w, onehot = _spread(x)
+    m = fused_rnn.RNN(w.shape[1], _UNITS, nonlinearity="tanh", dtype=F32)
     with torch.no_grad():
         for p in m.parameters():
             p.zero_()
-        m.weight_ih_l0.fill_(1.0)
-        return m(x.view(1, -1, 1))[0].view(-1)
+        m.weight_ih_l0.copy_(w)
+        return m(onehot)[0].reshape(-1)[:x.numel()]
 
 
 def _sigmoid(x):
-    m = fused_rnn.GRU(1, 1, dtype=F32)
+    w, onehot = _spread(x)
+    m = fused_rnn.GRU(w.shape[1], _UNITS, dtype=F32)
     with torch.no_grad():
         for p in m.parameters():
             p.zero_()
-        m.weight_ih_l0[1] = 1.0  # rows r, z, n: only z sees x; n = tanh(0) = 0
-        return m(x.view(1, -1, 1), torch.ones(1, x.numel(), 1))[0].view(-1)
+        m.weight_ih_l0[_UNITS:2 * _UNITS] = w  # rows r, z, n: only z sees x; n = tanh(0) = 0
+        h0 = torch.ones(1, w.shape[1], _UNITS)
+        return m(onehot, h0)[0].reshape(-1)[:x.numel()]
 
 
 def _ulps(y, exact):

@@ -6,7 +6,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fused_rnn
 from _parity import assert_same, twin
 
-T, B, I, H = 5, 3, 4, 11  # H = 11: full SIMD vectors plus a scalar tail in float32 and float64
+T, B, I, H = 5, 3, 4, 19  # H = 19: full SIMD vectors plus a scalar tail, float32 and float64, AVX2 and AVX-512
 LENGTHS = [5, 2, 4]  # unsorted; row 1 stops early
 
 ops = torch.ops.fused_rnn
@@ -280,7 +280,7 @@ def test_module_bad_inputs():
         gru(torch.randn(T, B, I + 1))
     with pytest.raises(ValueError, match="Expected input to be 2D or 3D"):
         gru(torch.randn(1, T, B, I))
-    with pytest.raises(RuntimeError, match="Expected h_0 size \\(2, 3, 11\\)"):
+    with pytest.raises(RuntimeError, match="Expected h_0 size \\(2, 3, 19\\)"):
         gru(torch.randn(T, B, I), torch.randn(1, B, H))
     with pytest.raises(RuntimeError, match="h_0 must be 3-D"):
         gru(torch.randn(T, B, I), torch.randn(2, H))
