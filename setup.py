@@ -105,6 +105,15 @@ CPU_FLAGS = {
 }
 
 
+def write_build_cpu(cap):
+    """Records the SIMD level where Python reads it before loading the extension: an AVX-512
+    build loaded on a CPU without AVX-512 dies (SIGILL) in its static initializers, before
+    fused_rnn could say why."""
+    with open(os.path.join(HERE, "fused_rnn", "_build_cpu.py"), "w") as f:
+        f.write("# Written by setup.py: the SIMD level fused_rnn._C was compiled for.\n"
+                "CPU_CAPABILITY = %r\n" % cap)
+
+
 def nvidia_wheel_dirs(sub):
     """Headers/libraries shipped in torch's nvidia-* dependency wheels (cuBLAS, cuSPARSE...)."""
     found = []
@@ -125,6 +134,7 @@ def extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     cap = cpu_capability()
+    write_build_cpu(cap)
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O3", "-fopenmp", "-fvisibility=hidden"] + CPU_FLAGS[cap]
     defines = [

@@ -22,24 +22,6 @@ def _explain(err):
     return ImportError("%s\n%s\nOriginal error: %s" % (why, hint, msg))
 
 
-def _load():
-    try:
-        return importlib.import_module("fused_rnn._C")
-    except ImportError as err:
-        raise _explain(err) from err
-
-
-_C = _load()
-
-
-def build_info():
-    """How this fused_rnn binary was built, as a dict (see `python -m fused_rnn info`)."""
-    raw = torch.ops.fused_rnn.build_info()
-    info = dict(line.split("=", 1) for line in raw.strip().splitlines())
-    info["cuda"] = info.get("cuda") == "1"
-    return info
-
-
 _NEEDS = {
     "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"},
     "avx2": {"avx2", "fma", "f16c"},
@@ -57,10 +39,9 @@ def _cpu_flags():
     return None
 
 
-def _check_cpu_capability():
+def _check_cpu_capability(cap):
     """The CPU kernels use one SIMD level chosen at build time; refuse to run them on a CPU
     without it (that would die with SIGILL) and say how to rebuild."""
-    cap = build_info()["cpu_capability"]
     needs = _NEEDS.get(cap)
     if needs is None:
         return
@@ -73,6 +54,36 @@ def _check_cpu_capability():
         raise ImportError(
             "fused_rnn was compiled for %s CPUs, which this CPU is not. Rebuild on this machine, "
             "or with FUSED_RNN_CPU_CAPABILITY=avx2 (or default) for a portable build." % cap)
+
+
+def _recorded_capability():
+    """The level setup.py wrote next to the extension, readable without loading it (loading
+    an AVX-512 build on another CPU already executes AVX-512 code); None in a tree that was
+    never built, where _load() explains."""
+    try:
+        from ._build_cpu import CPU_CAPABILITY
+    except ImportError:
+        return None
+    return CPU_CAPABILITY
+
+
+def _load():
+    try:
+        return importlib.import_module("fused_rnn._C")
+    except ImportError as err:
+        raise _explain(err) from err
+
+
+_check_cpu_capability(_recorded_capability())
+_C = _load()
+
+
+def build_info():
+    """How this fused_rnn binary was built, as a dict (see `python -m fused_rnn info`)."""
+    raw = torch.ops.fused_rnn.build_info()
+    info = dict(line.split("=", 1) for line in raw.strip().splitlines())
+    info["cuda"] = info.get("cuda") == "1"
+    return info
 
 
 def _release(version):
@@ -90,7 +101,7 @@ def torch_mismatch(info=None):
     return None
 
 
-_check_cpu_capability()
+_check_cpu_capability(build_info()["cpu_capability"])  # what the binary itself says
 _mismatch = torch_mismatch()
 if _mismatch:
     warnings.warn(_mismatch, RuntimeWarning, stacklevel=2)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fused_rnn
+from fused_rnn._extension import _cpu_flags
 
 
 def test_build_info_fields():
@@ -40,6 +41,47 @@ def test_load_error_explains_abi_mismatch():
     assert "built against another torch" in str(err) and "--no-build-isolation" in str(err)
     err = _explain(ImportError("No module named 'fused_rnn._C'"))
     assert "was not built" in str(err)
+
+
+def test_simd_level_is_recorded_outside_the_binary():
+    """setup.py writes the level next to the extension, so it is read before loading it."""
+    from fused_rnn._extension import _recorded_capability
+    assert _recorded_capability() == fused_rnn.build_info()["cpu_capability"]
+
+
+def test_missing_simd_level_is_an_import_error():
+    from fused_rnn import _extension
+    flags = _extension._cpu_flags()
+    saved = _extension._cpu_flags
+    try:
+        _extension._cpu_flags = lambda: {"sse2", "avx2", "fma", "f16c"}
+        with pytest.raises(ImportError, match="compiled for avx512 CPUs.*FUSED_RNN_CPU_CAPABILITY"):
+            _extension._check_cpu_capability("avx512")
+        _extension._check_cpu_capability("avx2")
+        _extension._check_cpu_capability("default")
+        _extension._check_cpu_capability(None)  # nothing recorded: nothing to check
+    finally:
+        _extension._cpu_flags = saved
+    assert _extension._cpu_flags() == flags
+
+
+@pytest.mark.skipif("avx512f" in (_cpu_flags() or {"avx512f"}),  # unknown flags: skip too
+                    reason="this CPU has AVX-512")
+def test_an_avx512_build_is_refused_before_it_loads():
+    """On a CPU without AVX-512, an AVX-512 build must fail with the ImportError before its
+    library is loaded (loading it runs AVX-512 code: SIGILL). Simulated by recording avx512."""
+    code = (
+        "import sys, types\n"
+        "rec = types.ModuleType('fused_rnn._build_cpu'); rec.CPU_CAPABILITY = 'avx512'\n"
+        "sys.modules['fused_rnn._build_cpu'] = rec\n"
+        "try:\n"
+        "    import fused_rnn\n"
+        "except ImportError as e:\n"
+        "    print('refused:', e)\n"
+        "print('loaded' if 'fused_rnn._C' in sys.modules else 'not loaded')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "refused: fused_rnn was compiled for avx512 CPUs" in out and "not loaded" in out
 
 
 @pytest.mark.skipif(fused_rnn.build_info()["cuda"], reason="CUDA kernels are compiled in")
