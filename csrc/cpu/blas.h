@@ -35,8 +35,8 @@ template <typename T>
 class PackedB {
  public:
   // uses: how many products will share this B. Packing costs about one pass over B, and
-  // below kMinUses products plain gemm() is as fast (measured: a 1-step call paid ~1 ms to
-  // pack a 2048 x 512 W_hh, 5x the call without it).
+  // for too few products (the constructor says how few) B stays as it is for plain gemm()
+  // (measured: a 1-step call paid ~1 ms to pack a 2048 x 512 W_hh, 5x the call without it).
   PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
           int64_t uses);
   PackedB(const PackedB&) = delete;

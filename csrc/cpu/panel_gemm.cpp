@@ -32,7 +32,9 @@ void pack_transposed_panel(const float* B, int64_t ldb, int64_t k, int64_t cols,
     const float* src = B + c * ldb;
     for (int64_t p = c < c_blocks ? k_blocks : 0; p < k; ++p) panel[p * kPanel + c] = src[p];
   }
-  for (int64_t p = 0; p < k; ++p) std::fill(panel + p * kPanel + cols, panel + (p + 1) * kPanel, 0.0f);
+  if (cols < kPanel)
+    for (int64_t p = 0; p < k; ++p)
+      std::fill(panel + p * kPanel + cols, panel + (p + 1) * kPanel, 0.0f);
 }
 }  // namespace
 
