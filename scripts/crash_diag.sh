@@ -21,7 +21,10 @@ PY="${PYTHON:-python3}"
 DBG="$(command -v gdb || command -v cuda-gdb || ls /usr/local/cuda/bin/cuda-gdb 2>/dev/null | head -n 1)"
 n=0
 tests=()
-for node in "$@"; do tests+=("${node%%\[*}"); done
+for node in "$@"; do  # one entry per test function, however many of its cases crashed
+  fn="${node%%\[*}"
+  [[ " ${tests[*]} " == *" $fn "* ]] || tests+=("$fn")
+done
 for node in "${tests[@]}"; do
   n=$((n + 1)); (( n > 2 )) && break
   log="$OUT_DIR/crash_$n.log"
