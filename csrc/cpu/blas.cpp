@@ -1,6 +1,7 @@
 #include "blas.h"
 #include "blocked_gemm.h"
 #include "panel_gemm.h"
+#include "thin_gemm.h"
 
 #include <ATen/ATen.h>
 
@@ -71,6 +72,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
       for (int64_t q = 0; q < n; ++q) C[r * ldc + q] = beta == T(0) ? T(0) : beta * C[r * ldc + q];
     return;
   }
+  if (alpha == T(1) && thin_gemm_suits(trans_a, trans_b, m)) {  // a few rows: W as it is
+    thin_gemm<T>(m, n, k, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   // BLAS rejects leading dimensions below the row length even when unused.
   if (lda < (trans_a ? m : k)) lda = trans_a ? m : k;
   if (ldb < (trans_b ? k : n)) ldb = trans_b ? k : n;
@@ -136,16 +141,26 @@ bool packing_switched_on() {
 
 bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on(); }
 
+namespace {
+// From how many products packing B pays (interleaved op timings, 2 threads, H = 256 and
+// 512, B = 1-64, T = 1-32; benchmarks/NOTES.md). Unpacked, a few rows times W^T go to
+// thin_gemm.h, which reads W once per product without copying it: packed panels win from
+// ~16 products at up to 4 rows, from ~8 at 5-8. A one-row product otherwise goes to MKL's
+// gemv, which reads B as it is too: from ~8. With more rows sgemm re-packs B at every
+// call, so packing pays from the second.
+int64_t uses_to_pack(bool trans_b, int64_t max_m) {
+  if (thin_gemm_suits(/*trans_a=*/false, trans_b, max_m)) return max_m <= 4 ? 16 : 8;
+  return max_m == 1 ? 8 : 2;
+}
+}  // namespace
+
 template <typename T>
 PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
                     int64_t uses)
     : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B) {
   if constexpr (sizeof(T) == 4) {
     if (!packing_switched_on() || B == nullptr || k == 0 || n == 0) return;
-    // A one-row product goes to MKL's gemv, which reads B as it is: packing pays from ~8
-    // uses there; with more rows sgemm re-packs B at every call, so from the second.
-    // (Interleaved op timings, 2 threads, H = 256 and 512, B = 1-64, T = 1-8.)
-    if (uses < (max_m == 1 ? 8 : 2)) return;
+    if (uses < uses_to_pack(trans_b, max_m)) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
     if (panel_gemm_suits(max_m)) {
       panels_ = true;

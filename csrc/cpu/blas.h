@@ -1,7 +1,8 @@
 // Row-major GEMM on raw pointers for the CPU time loops:
 //   C[m, n] = alpha * op(A) op(B) + beta * C,  op(X) = X^T when trans_X.
 // Calls the BLAS inside libtorch_cpu (MKL on x86_64 wheels) directly, without the
-// dispatcher's per-call cost, and falls back to at::mm_out where none is exported.
+// dispatcher's per-call cost, and falls back to at::mm_out where none is exported; a few
+// rows times W^T go to thin_gemm.h instead (no copy of W).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,8 +36,9 @@ template <typename T>
 class PackedB {
  public:
   // uses: how many products will share this B. Packing costs about one pass over B, and
-  // for too few products (the constructor says how few) B stays as it is for plain gemm()
-  // (measured: a 1-step call paid ~1 ms to pack a 2048 x 512 W_hh, 5x the call without it).
+  // for too few products (blas.cpp's uses_to_pack says how few) B stays as it is for plain
+  // gemm() (measured: a 1-step call paid ~1 ms to pack a 2048 x 512 W_hh, 5x the call
+  // without it).
   PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
           int64_t uses);
   PackedB(const PackedB&) = delete;

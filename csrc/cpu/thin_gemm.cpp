@@ -1,0 +1,152 @@
+#include "thin_gemm.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+namespace fused_rnn::cpu {
+namespace {
+
+// f(std::integral_constant<int, i>) for i = 0 .. N-1, unrolled: the sums below are indexed
+// by constants only, so they stay in registers.
+template <int N, typename F>
+inline void unroll(const F& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+  }(std::make_integer_sequence<int, N>{});
+}
+
+template <typename T>
+inline void prefetch(const T* p) {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+#endif
+}
+
+// W rows dotted at once with R rows of A: R * J running sums, the J vectors of W in
+// registers (R = 1: folded into the multiply-adds' memory operands), R of A.
+template <int R>
+inline constexpr int kWRows = R == 1 ? 8 : R == 2 ? 4 : R == 3 ? 3 : 2;
+
+// C[r, j] = A[r] . W[j] + beta * C[r, j] for r < R, j < J. The sums and W's vectors are
+// named variables picked by constant index, not arrays: GCC kept arrays of them on the
+// stack (a store and a load per multiply-add; measured 2x slower).
+template <typename T, int R, int J>
+void dots(int64_t k, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T* C,
+          int64_t ldc) {
+  static_assert(R * J <= 9 && J <= 8);
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t L = V::size();
+  V s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0)), s4(T(0)), s5(T(0)), s6(T(0)), s7(T(0)), s8(T(0));
+  V w0, w1, w2, w3, w4, w5, w6, w7;
+  auto sum = [&](auto i) -> V& {
+    constexpr int n = decltype(i)::value;
+    if constexpr (n == 0) return s0;
+    else if constexpr (n == 1) return s1;
+    else if constexpr (n == 2) return s2;
+    else if constexpr (n == 3) return s3;
+    else if constexpr (n == 4) return s4;
+    else if constexpr (n == 5) return s5;
+    else if constexpr (n == 6) return s6;
+    else if constexpr (n == 7) return s7;
+    else return s8;
+  };
+  auto w = [&](auto j) -> V& {
+    constexpr int n = decltype(j)::value;
+    if constexpr (n == 0) return w0;
+    else if constexpr (n == 1) return w1;
+    else if constexpr (n == 2) return w2;
+    else if constexpr (n == 3) return w3;
+    else if constexpr (n == 4) return w4;
+    else if constexpr (n == 5) return w5;
+    else if constexpr (n == 6) return w6;
+    else return w7;
+  };
+  // load(x): the vector at x + p (count = L) or its first count lanes, the rest zero.
+  auto step = [&](const auto& load) {
+    unroll<J>([&](auto j) { w(j) = load(W + j * ldw); });
+    unroll<R>([&](auto r) {
+      const V a = load(A + r * lda);
+      unroll<J>([&](auto j) {
+        V& s = sum(std::integral_constant<int, r * J + j>{});
+        s = at::vec::fmadd(a, w(j), s);
+      });
+    });
+  };
+  int64_t p = 0;
+  for (; p + L <= k; p += L) {
+    // W streams from L2/L3 (one pass per call): fetch 1 KB ahead on each row.
+    unroll<J>([&](auto j) { prefetch(W + j * ldw + p + 1024 / sizeof(T)); });
+    step([&](const T* x) { return V::loadu(x + p); });
+  }
+  if (p < k) step([&](const T* x) { return V::loadu(x + p, k - p); });  // the last k % L
+  unroll<R>([&](auto r) {
+    unroll<J>([&](auto j) {
+      const V& s = sum(std::integral_constant<int, r * J + j>{});
+      const T total = at::vec::vec_reduce_all<T>([](V& x, V& y) { return x + y; }, s);
+      T& c = C[r * ldc + j];
+      c = beta == T(0) ? total : total + beta * c;
+    });
+  });
+}
+
+// Rows [j0, j1) of W against R rows of A: blocks of J rows, then the remainder (< J rows)
+// by blocks of J - 1, J - 2, ...
+template <typename T, int R, int J>
+void row_run(int64_t j0, int64_t j1, int64_t k, const T* A, int64_t lda, const T* W,
+             int64_t ldw, T beta, T* C, int64_t ldc) {
+  int64_t j = j0;
+  for (; j + J <= j1; j += J) dots<T, R, J>(k, A, lda, W + j * ldw, ldw, beta, C + j, ldc);
+  if constexpr (J > 1)
+    if (j < j1) row_run<T, R, J - 1>(j, j1, k, A, lda, W, ldw, beta, C, ldc);
+}
+
+template <typename T, int R>
+void rows_block(int64_t j0, int64_t j1, int64_t k, const T* A, int64_t lda, const T* W,
+                int64_t ldw, T beta, T* C, int64_t ldc) {
+  row_run<T, R, kWRows<R>>(j0, j1, k, A, lda, W, ldw, beta, C, ldc);
+}
+
+}  // namespace
+
+bool thin_gemm_suits(bool trans_a, bool trans_b, int64_t m) {
+  if (trans_a || !trans_b || m > kThinRows) return false;
+  const char* env = std::getenv("FUSED_RNN_THIN_GEMM");
+  return !(env != nullptr && std::strcmp(env, "0") == 0);
+}
+
+template <typename T>
+void thin_gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* W,
+               int64_t ldw, T beta, T* C, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  // A thread gets at least ~32k multiply-adds: below that waking it costs more.
+  const int64_t grain = std::max<int64_t>(8, 32768 / std::max<int64_t>(1, m * k));
+  at::parallel_for(0, n, grain, [&](int64_t j0, int64_t j1) {
+    for (int64_t r = 0; r < m; r += 4) {
+      const T* a = A + r * lda;
+      T* c = C + r * ldc;
+      switch (std::min<int64_t>(4, m - r)) {
+        case 1: rows_block<T, 1>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
+        case 2: rows_block<T, 2>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
+        case 3: rows_block<T, 3>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
+        default: rows_block<T, 4>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
+      }
+    }
+  });
+}
+
+template void thin_gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                               int64_t, float, float*, int64_t);
+template void thin_gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t,
+                                const double*, int64_t, double, double*, int64_t);
+
+}  // namespace fused_rnn::cpu
