@@ -1,11 +1,12 @@
-"""Products of at most 8 rows by a weight matrix W^T read as it is (csrc/cpu/thin_gemm.cpp):
-a short call's input projection (T * B <= 8 rows) and, below the step count where packing
-W_hh pays, the per-step products of a small batch. Every row count 1-8 (blocks of 4 rows
-and the rest), gate columns that are no multiple of the W rows taken at once (8, 4, 3 or
-2), k with a SIMD tail or shorter than one vector, columns split over two threads, varlen
-batches (fewer active rows than the batch) and the LSTM's projection keep parity with
-torch.nn in float64 (1e-10) and float32; FUSED_RNN_THIN_GEMM=0 (the BLAS throughout)
-agrees too."""
+"""Products of at most 8 rows by a weight matrix read as it is (csrc/cpu/thin_gemm.cpp):
+a short call's input projection (T * B <= 8 rows) and dx, and, below the step count where
+packing W_hh pays, the per-step products of a small batch (h W_hh^T forward, dgates W_hh
+backward). Every row count 1-8 (blocks of 4 rows and the rest), gate columns that are no
+multiple of the W rows taken at once (8, 4, 3 or 2), k with a SIMD tail or shorter than
+one vector, output columns in whole and partial chunks, columns split over two threads,
+varlen batches (fewer active rows than the batch) and the LSTM's projection keep parity
+with torch.nn in float64 (1e-10) and float32, outputs and every gradient;
+FUSED_RNN_THIN_GEMM=0 (the BLAS throughout) agrees too."""
 import pytest
 import torch
 

@@ -72,8 +72,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
       for (int64_t q = 0; q < n; ++q) C[r * ldc + q] = beta == T(0) ? T(0) : beta * C[r * ldc + q];
     return;
   }
-  if (alpha == T(1) && thin_gemm_suits(trans_a, trans_b, m)) {  // a few rows: W as it is
-    thin_gemm<T>(m, n, k, A, lda, B, ldb, beta, C, ldc);
+  if (alpha == T(1) && thin_gemm_suits(trans_a, trans_b, m)) {  // a few rows: B as it is
+    thin_gemm<T>(trans_b, m, n, k, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   // BLAS rejects leading dimensions below the row length even when unused.

@@ -116,37 +116,118 @@ void rows_block(int64_t j0, int64_t j1, int64_t k, const T* A, int64_t lda, cons
   row_run<T, R, kWRows<R>>(j0, j1, k, A, lda, W, ldw, beta, C, ldc);
 }
 
+// B's column vectors a block of R rows of C takes at once (R * V running sums).
+template <int R>
+inline constexpr int kColumnVectors = R <= 2 ? 4 : 2;
+
+// C[r, j .. j + cols) = sum_p A[r, p] B[p, j ..] + beta * C for r < R, cols <= V vectors
+// (B and C already offset by j): B's rows in turn, each broadcast A[r, p] times its
+// vectors. Full: cols is all V vectors, else the last ones are partial or zero.
+template <typename T, int R, int V, bool Full>
+void combos(int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t cols, T beta,
+            T* C, int64_t ldc) {
+  static_assert(R * V <= 9);
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t L = Vec::size();
+  Vec s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0)), s4(T(0)), s5(T(0)), s6(T(0)), s7(T(0)), s8(T(0));
+  auto sum = [&](auto i) -> Vec& {
+    constexpr int n = decltype(i)::value;
+    if constexpr (n == 0) return s0;
+    else if constexpr (n == 1) return s1;
+    else if constexpr (n == 2) return s2;
+    else if constexpr (n == 3) return s3;
+    else if constexpr (n == 4) return s4;
+    else if constexpr (n == 5) return s5;
+    else if constexpr (n == 6) return s6;
+    else if constexpr (n == 7) return s7;
+    else return s8;
+  };
+  // Lanes of vector v inside cols (all of them when Full).
+  auto lanes = [&](int v) { return Full ? L : std::clamp<int64_t>(cols - v * L, 0, L); };
+  auto load = [&](const T* x, auto v) {
+    if constexpr (Full) return Vec::loadu(x + v * L);
+    else return lanes(v) == L ? Vec::loadu(x + v * L)
+                : lanes(v) > 0 ? Vec::loadu(x + v * L, lanes(v)) : Vec(T(0));
+  };
+  for (int64_t p = 0; p < k; ++p) {
+    const T* b = B + p * ldb;
+    prefetch(b + 8 * ldb);  // B's rows are ldb apart: fetch 8 rows ahead
+    unroll<V>([&](auto v) {
+      const Vec bv = load(b, v);
+      unroll<R>([&](auto r) {
+        Vec& s = sum(std::integral_constant<int, r * V + v>{});
+        s = at::vec::fmadd(Vec(A[r * lda + p]), bv, s);
+      });
+    });
+  }
+  unroll<R>([&](auto r) {
+    unroll<V>([&](auto v) {
+      Vec out = sum(std::integral_constant<int, r * V + v>{});
+      T* c = C + r * ldc + v * L;
+      const int64_t n = lanes(v);
+      if (n == 0) return;
+      if (beta != T(0)) out = at::vec::fmadd(Vec(beta), n == L ? Vec::loadu(c) : Vec::loadu(c, n), out);
+      if (n == L) out.store(c);
+      else out.store(c, n);
+    });
+  });
+}
+
+// Columns [j0, j1) of C for R rows: chunks of V vectors, the last one partial.
+template <typename T, int R>
+void column_run(int64_t j0, int64_t j1, int64_t k, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T beta, T* C, int64_t ldc) {
+  constexpr int V = kColumnVectors<R>;
+  constexpr int64_t W = V * at::vec::Vectorized<T>::size();
+  int64_t j = j0;
+  for (; j + W <= j1; j += W) combos<T, R, V, true>(k, A, lda, B + j, ldb, W, beta, C + j, ldc);
+  if (j < j1) combos<T, R, V, false>(k, A, lda, B + j, ldb, j1 - j, beta, C + j, ldc);
+}
+
 }  // namespace
 
-bool thin_gemm_suits(bool trans_a, bool trans_b, int64_t m) {
-  if (trans_a || !trans_b || m > kThinRows) return false;
+bool thin_gemm_suits(bool trans_a, bool /*trans_b*/, int64_t m) {
+  if (trans_a || m > kThinRows) return false;
   const char* env = std::getenv("FUSED_RNN_THIN_GEMM");
   return !(env != nullptr && std::strcmp(env, "0") == 0);
 }
 
 template <typename T>
-void thin_gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* W,
-               int64_t ldw, T beta, T* C, int64_t ldc) {
+void thin_gemm(bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, int64_t lda,
+               const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
-  // A thread gets at least ~32k multiply-adds: below that waking it costs more.
-  const int64_t grain = std::max<int64_t>(8, 32768 / std::max<int64_t>(1, m * k));
+  // A thread gets at least ~32k multiply-adds (below that waking it costs more), and
+  // without trans_b whole chunks of B's columns.
+  constexpr int64_t kChunk = 4 * at::vec::Vectorized<T>::size();
+  int64_t grain = std::max<int64_t>(8, 32768 / std::max<int64_t>(1, m * k));
+  if (!trans_b) grain = (grain + kChunk - 1) / kChunk * kChunk;
   at::parallel_for(0, n, grain, [&](int64_t j0, int64_t j1) {
     for (int64_t r = 0; r < m; r += 4) {
       const T* a = A + r * lda;
       T* c = C + r * ldc;
-      switch (std::min<int64_t>(4, m - r)) {
-        case 1: rows_block<T, 1>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
-        case 2: rows_block<T, 2>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
-        case 3: rows_block<T, 3>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
-        default: rows_block<T, 4>(j0, j1, k, a, lda, W, ldw, beta, c, ldc); break;
+      const int64_t rows = std::min<int64_t>(4, m - r);
+      if (trans_b) {
+        switch (rows) {
+          case 1: rows_block<T, 1>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+          case 2: rows_block<T, 2>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+          case 3: rows_block<T, 3>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+          default: rows_block<T, 4>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+        }
+      } else {
+        switch (rows) {
+          case 1: column_run<T, 1>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+          case 2: column_run<T, 2>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+          case 3: column_run<T, 3>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+          default: column_run<T, 4>(j0, j1, k, a, lda, B, ldb, beta, c, ldc); break;
+        }
       }
     }
   });
 }
 
-template void thin_gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                               int64_t, float, float*, int64_t);
-template void thin_gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t,
+template void thin_gemm<float>(bool, int64_t, int64_t, int64_t, const float*, int64_t,
+                               const float*, int64_t, float, float*, int64_t);
+template void thin_gemm<double>(bool, int64_t, int64_t, int64_t, const double*, int64_t,
                                 const double*, int64_t, double, double*, int64_t);
 
 }  // namespace fused_rnn::cpu

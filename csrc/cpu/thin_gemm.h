@@ -1,26 +1,29 @@
-// Products of a few rows by a weight matrix in torch's layout, read as it is:
-//   C[m, n] = A[m, k] W[n, k]^T + beta * C,  row-major, m small (a batch of a few rows).
-// A BLAS sgemm/dgemm first copies W into its own blocked layout, which for a few rows
+// Products of a few rows by a matrix read as it is:
+//   C[m, n] = A[m, k] op(B) + beta * C,  row-major, op(B) = B^T when trans_b, m small.
+// A BLAS sgemm/dgemm first copies B into its own blocked layout, which for a few rows
 // costs more than the product: a streaming call (one step per call, batch 4, H = 128)
-// spent ~30 us of its ~60 in MKL's copy. Here each row of W is read once per block of up
-// to 4 rows of A and dotted with them, SIMD along k. The time loops' products over many
-// steps do not come here: they pack W once (blas.h's PackedB) and reuse it.
+// spent ~30 us of its ~60 in MKL's copy. Here B is read once per block of up to 4 rows
+// of A: with trans_b (B = W, [n, k], torch's weight layout) each row of W is dotted with
+// the block's rows, SIMD along k; without (B [k, n], as in dgates W) B's rows are
+// combined, SIMD along n. The time loops' products over many steps do not come here:
+// they pack B once (blas.h's PackedB) and reuse it.
 #pragma once
 
 #include <cstdint>
 
 namespace fused_rnn::cpu {
 
-// Whether blas.h's gemm() hands this product to thin_gemm: A row-major, B = W^T, at most
-// kThinRows rows, and the environment variable FUSED_RNN_THIN_GEMM (read per call) is not
-// "0" (the switch exists to measure against the BLAS).
+// Whether blas.h's gemm() hands this product to thin_gemm: A row-major, at most kThinRows
+// rows, and the environment variable FUSED_RNN_THIN_GEMM (read per call) is not "0" (the
+// switch exists to measure against the BLAS).
 inline constexpr int64_t kThinRows = 8;
 bool thin_gemm_suits(bool trans_a, bool trans_b, int64_t m);
 
-// C = A W^T + beta * C; C is not read when beta == 0. k >= 0; lda >= k, ldw >= k,
-// ldc >= n. Parallel over rows of W when large enough (inline inside a parallel region).
+// C = A op(B) + beta * C; C is not read when beta == 0. k >= 0; lda >= k, ldc >= n,
+// ldb >= k (trans_b) or n. Parallel over columns of C when large enough (inline inside a
+// parallel region).
 template <typename T>
-void thin_gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* W,
-               int64_t ldw, T beta, T* C, int64_t ldc);
+void thin_gemm(bool trans_b, int64_t m, int64_t n, int64_t k, const T* A, int64_t lda,
+               const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
 }  // namespace fused_rnn::cpu
