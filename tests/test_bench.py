@@ -53,6 +53,15 @@ def test_fastrnns_and_latency_suites():
     assert sorted(c.batch for c in lat) == [1, 2, 4, 8, 16]
 
 
+def test_streaming_suite():
+    for gpu in (False, True):
+        cases = suites.suite_cases("streaming", ["lstm", "gru"], None, gpu=gpu)
+        assert {c.seq_len for c in cases} == {1}
+        assert {c.mode for c in cases} == {"inference", "training"}
+        assert {c.cell for c in cases} == {"lstm", "gru"}
+        assert min(c.batch for c in cases) == 1
+
+
 def test_cli_custom_case_writes_json_csv_markdown(tmp_path, capsys):
     j, c, m = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.md"
     rc = cli.main(["--cell", "lstm", "--seq-len", "6", "--batch", "3", "--hidden-size", "8",

@@ -2,10 +2,11 @@
 they finish in minutes on a laptop-class CPU; the scaling is stated per suite)."""
 from .cases import Case
 
-SUITES = ("quick", "latency", "training", "varlen", "fastrnns")
+SUITES = ("quick", "latency", "streaming", "training", "varlen", "fastrnns")
 DESCRIPTIONS = {
     "quick": "a few mid-size and small shapes, both modes (about a minute on a 2-core CPU)",
     "latency": "batch 1-16 at T=100, inference",
+    "streaming": "one time step per call (a streaming server, a decoder loop), both modes",
     "training": "DeepBench RNN training shapes, training mode (CPU: H/4, GRU T/4)",
     "varlen": "PackedSequence batches of random lengths in [T/4, T], both modes",
     "fastrnns": "PyTorch's fastrnns default: T=100, B=64, I=H=512, both modes",
@@ -23,6 +24,10 @@ def _shapes(name, cell, gpu):
     if name == "latency":
         H = 512 if gpu else 256
         return [(100, b, H) for b in (1, 2, 4, 8, 16)]
+    if name == "streaming":
+        if gpu:
+            return [(1, 1, 512), (1, 16, 512), (1, 1, 1024), (1, 64, 1024)]
+        return [(1, 1, 128), (1, 4, 128), (1, 1, 512), (1, 4, 512), (1, 16, 256)]
     if name == "fastrnns":
         return [(100, 64, 512)]
     if name == "varlen":
