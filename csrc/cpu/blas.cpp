@@ -72,7 +72,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
       for (int64_t q = 0; q < n; ++q) C[r * ldc + q] = beta == T(0) ? T(0) : beta * C[r * ldc + q];
     return;
   }
-  if (alpha == T(1) && thin_gemm_suits(trans_a, trans_b, m)) {  // a few rows: B as it is
+  if (alpha == T(1) && thin_gemm_suits(trans_a, m)) {  // a few rows: B as it is
     thin_gemm<T>(trans_b, m, n, k, A, lda, B, ldb, beta, C, ldc);
     return;
   }
@@ -143,13 +143,13 @@ bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on();
 
 namespace {
 // From how many products packing B pays (interleaved op timings, 2 threads, H = 256 and
-// 512, B = 1-64, T = 1-32; benchmarks/NOTES.md). Unpacked, a few rows times W^T go to
-// thin_gemm.h, which reads W once per product without copying it: packed panels win from
+// 512, B = 1-64, T = 1-32; benchmarks/NOTES.md). Unpacked, up to 8 rows go to thin_gemm.h
+// (when `thin`), which reads B once per product without copying it: packed panels win from
 // ~16 products at up to 4 rows, from ~8 at 5-8. A one-row product otherwise goes to MKL's
 // gemv, which reads B as it is too: from ~8. With more rows sgemm re-packs B at every
 // call, so packing pays from the second.
-int64_t uses_to_pack(bool trans_b, int64_t max_m) {
-  if (thin_gemm_suits(/*trans_a=*/false, trans_b, max_m)) return max_m <= 4 ? 16 : 8;
+int64_t uses_to_pack(bool thin, int64_t max_m) {
+  if (thin && max_m <= kThinRows) return max_m <= 4 ? 16 : 8;
   return max_m == 1 ? 8 : 2;
 }
 }  // namespace
@@ -157,10 +157,11 @@ int64_t uses_to_pack(bool trans_b, int64_t max_m) {
 template <typename T>
 PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
                     int64_t uses)
-    : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B) {
+    : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B),
+      thin_(thin_gemm_enabled()) {
   if constexpr (sizeof(T) == 4) {
     if (!packing_switched_on() || B == nullptr || k == 0 || n == 0) return;
-    if (uses < uses_to_pack(trans_b, max_m)) return;
+    if (uses < uses_to_pack(thin_, max_m)) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
     if (panel_gemm_suits(max_m)) {
       panels_ = true;
@@ -205,6 +206,10 @@ void PackedB<T>::gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t 
         return;
       }
     }
+  }
+  if (thin_ && m <= kThinRows && k_ > 0) {  // decided once per layer call, not per step
+    thin_gemm<T>(trans_b_, m, n_, k_, A, lda, B_, ldb_, beta, C, ldc);
+    return;
   }
   cpu::gemm<T>(false, trans_b_, m, n_, k_, T(1), A, lda, B_, ldb_, beta, C, ldc);
 }

@@ -37,9 +37,16 @@ inline void prefetch(const T* p) {
 template <int R>
 inline constexpr int kWRows = R == 1 ? 8 : R == 2 ? 4 : R == 3 ? 3 : 2;
 
-// C[r, j] = A[r] . W[j] + beta * C[r, j] for r < R, j < J. The sums and W's vectors are
-// named variables picked by constant index, not arrays: GCC kept arrays of them on the
-// stack (a store and a load per multiply-add; measured 2x slower).
+// Argument i of vs (i an integral_constant). The kernels' sums and vectors are named
+// variables picked this way, not arrays: GCC kept arrays of them on the stack (a store and
+// a load per multiply-add; measured 2x slower).
+template <typename I, typename V, typename... Vs>
+inline V& pick(I, V& first, Vs&... rest) {
+  if constexpr (I::value == 0) return first;
+  else return pick(std::integral_constant<int, I::value - 1>{}, rest...);
+}
+
+// C[r, j] = A[r] . W[j] + beta * C[r, j] for r < R, j < J.
 template <typename T, int R, int J>
 void dots(int64_t k, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T* C,
           int64_t ldc) {
@@ -48,29 +55,8 @@ void dots(int64_t k, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T
   constexpr int64_t L = V::size();
   V s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0)), s4(T(0)), s5(T(0)), s6(T(0)), s7(T(0)), s8(T(0));
   V w0, w1, w2, w3, w4, w5, w6, w7;
-  auto sum = [&](auto i) -> V& {
-    constexpr int n = decltype(i)::value;
-    if constexpr (n == 0) return s0;
-    else if constexpr (n == 1) return s1;
-    else if constexpr (n == 2) return s2;
-    else if constexpr (n == 3) return s3;
-    else if constexpr (n == 4) return s4;
-    else if constexpr (n == 5) return s5;
-    else if constexpr (n == 6) return s6;
-    else if constexpr (n == 7) return s7;
-    else return s8;
-  };
-  auto w = [&](auto j) -> V& {
-    constexpr int n = decltype(j)::value;
-    if constexpr (n == 0) return w0;
-    else if constexpr (n == 1) return w1;
-    else if constexpr (n == 2) return w2;
-    else if constexpr (n == 3) return w3;
-    else if constexpr (n == 4) return w4;
-    else if constexpr (n == 5) return w5;
-    else if constexpr (n == 6) return w6;
-    else return w7;
-  };
+  auto sum = [&](auto i) -> V& { return pick(i, s0, s1, s2, s3, s4, s5, s6, s7, s8); };
+  auto w = [&](auto j) -> V& { return pick(j, w0, w1, w2, w3, w4, w5, w6, w7); };
   // load(x): the vector at x + p (count = L) or its first count lanes, the rest zero.
   auto step = [&](const auto& load) {
     unroll<J>([&](auto j) { w(j) = load(W + j * ldw); });
@@ -130,18 +116,7 @@ void combos(int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t
   using Vec = at::vec::Vectorized<T>;
   constexpr int64_t L = Vec::size();
   Vec s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0)), s4(T(0)), s5(T(0)), s6(T(0)), s7(T(0)), s8(T(0));
-  auto sum = [&](auto i) -> Vec& {
-    constexpr int n = decltype(i)::value;
-    if constexpr (n == 0) return s0;
-    else if constexpr (n == 1) return s1;
-    else if constexpr (n == 2) return s2;
-    else if constexpr (n == 3) return s3;
-    else if constexpr (n == 4) return s4;
-    else if constexpr (n == 5) return s5;
-    else if constexpr (n == 6) return s6;
-    else if constexpr (n == 7) return s7;
-    else return s8;
-  };
+  auto sum = [&](auto i) -> Vec& { return pick(i, s0, s1, s2, s3, s4, s5, s6, s7, s8); };
   // Lanes of vector v inside cols (all of them when Full).
   auto lanes = [&](int v) { return Full ? L : std::clamp<int64_t>(cols - v * L, 0, L); };
   auto load = [&](const T* x, auto v) {
@@ -166,7 +141,8 @@ void combos(int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, int64_t
       T* c = C + r * ldc + v * L;
       const int64_t n = lanes(v);
       if (n == 0) return;
-      if (beta != T(0)) out = at::vec::fmadd(Vec(beta), n == L ? Vec::loadu(c) : Vec::loadu(c, n), out);
+      if (beta != T(0))
+        out = at::vec::fmadd(Vec(beta), n == L ? Vec::loadu(c) : Vec::loadu(c, n), out);
       if (n == L) out.store(c);
       else out.store(c, n);
     });
@@ -186,10 +162,13 @@ void column_run(int64_t j0, int64_t j1, int64_t k, const T* A, int64_t lda, cons
 
 }  // namespace
 
-bool thin_gemm_suits(bool trans_a, bool /*trans_b*/, int64_t m) {
-  if (trans_a || m > kThinRows) return false;
+bool thin_gemm_enabled() {
   const char* env = std::getenv("FUSED_RNN_THIN_GEMM");
   return !(env != nullptr && std::strcmp(env, "0") == 0);
+}
+
+bool thin_gemm_suits(bool trans_a, int64_t m) {
+  return !trans_a && m <= kThinRows && thin_gemm_enabled();
 }
 
 template <typename T>

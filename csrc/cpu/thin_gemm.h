@@ -13,11 +13,14 @@
 
 namespace fused_rnn::cpu {
 
-// Whether blas.h's gemm() hands this product to thin_gemm: A row-major, at most kThinRows
-// rows, and the environment variable FUSED_RNN_THIN_GEMM (read per call) is not "0" (the
+// Whether the environment variable FUSED_RNN_THIN_GEMM (read per call) is not "0" (the
 // switch exists to measure against the BLAS).
+bool thin_gemm_enabled();
+
+// Whether blas.h's gemm() hands this product to thin_gemm: A row-major (either op(B)), at
+// most kThinRows rows, and enabled.
 inline constexpr int64_t kThinRows = 8;
-bool thin_gemm_suits(bool trans_a, bool trans_b, int64_t m);
+bool thin_gemm_suits(bool trans_a, int64_t m);
 
 // C = A op(B) + beta * C; C is not read when beta == 0. k >= 0; lda >= k, ldc >= n,
 // ldb >= k (trans_b) or n. Parallel over columns of C when large enough (inline inside a
