@@ -112,5 +112,8 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
         output = seq.output(layer_in)
-        final_states = tuple(seq.state_out(torch.stack(acc, dim=0)) for acc in finals)
+        # One (layer, direction): a view instead of a stack (a copy; ~10 us per state on a
+        # streaming call of one step).
+        final_states = tuple(seq.state_out(acc[0].unsqueeze(0) if len(acc) == 1 else
+                                           torch.stack(acc, dim=0)) for acc in finals)
         return output, final_states if len(final_states) > 1 else final_states[0]
