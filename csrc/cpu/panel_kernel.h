@@ -64,7 +64,8 @@ inline void store_row(float* c, Vec lo, Vec hi, int64_t cols, float beta) {
   for (int64_t q = 0; q < cols; ++q) c[q] = beta == 0.0f ? sums[q] : sums[q] + beta * c[q];
 }
 
-inline void prefetch(const float* p) {
+template <typename T>
+inline void prefetch(const T* p) {
 #if defined(__x86_64__) || defined(_M_X64)
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 #endif
