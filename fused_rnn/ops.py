@@ -30,6 +30,9 @@ def _cell_dtype(x):
 
 
 def _zeros_if_none(grad, x, shape):
+    # Outputs without a gradient arrive as None (set_materialize_grads(False)): autograd
+    # would otherwise fill zeros for every unused output, the saved gates and states too
+    # (~40 MB, 6 ms of a 210 ms backward at T=25 B=128 H=512), which the kernels never read.
     return x.new_zeros(shape) if grad is None else grad.contiguous()
 
 
@@ -105,6 +108,7 @@ def _lstm_setup_context(ctx, inputs, output):
     gates, hs, cs, h_raw = output[3:]
     # The biases and initial state only for a differentiable backward (_rerun.py).
     ctx.save_for_backward(x, w_ih, w_hh, w_hr, lengths, gates, hs, cs, h_raw, b_ih, b_hh, h0, c0)
+    ctx.set_materialize_grads(False)  # see _zeros_if_none
     ctx.reverse = reverse
     ctx.has_bias = b_ih is not None
 
@@ -181,6 +185,7 @@ def _gru_setup_context(ctx, inputs, output):
     gates, hs, hn = output[2:]
     # The biases and initial state only for a differentiable backward (_rerun.py).
     ctx.save_for_backward(x, w_ih, w_hh, lengths, gates, hs, hn, b_ih, b_hh, h0)
+    ctx.set_materialize_grads(False)  # see _zeros_if_none
     ctx.reverse = reverse
     ctx.has_bias = b_ih is not None
 
@@ -248,6 +253,7 @@ def _rnn_setup_context(ctx, inputs, output):
     x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu = inputs
     # The biases and initial state only for a differentiable backward (_rerun.py).
     ctx.save_for_backward(x, w_ih, w_hh, lengths, output[2], b_ih, b_hh, h0)
+    ctx.set_materialize_grads(False)  # see _zeros_if_none
     ctx.reverse = reverse
     ctx.relu = relu
     ctx.has_bias = b_ih is not None

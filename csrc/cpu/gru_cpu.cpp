@@ -13,6 +13,7 @@
 
 #include "../gru_args.h"
 #include "../gru_step.h"
+#include "bias_grad.h"
 #include "blas.h"
 #include "layer_util.h"
 #include "recurrent_slices.h"
@@ -61,16 +62,19 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   });
 }
 
+// Returns db_ih and db_hh (empty without a bias).
 template <typename S>
-void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
-                         const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
-                         bool reverse, const S* gates, const S* hs, const S* hn, S* dh, S* dgi,
-                         S* dgh, S* dx, S* dw_ih, S* dw_hh) {
+std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
+    const LayerDims& d, const S* dy, const S* x, const S* w_ih, const S* w_hh,
+    const int64_t* len, const std::vector<int64_t>& rows, bool reverse, bool has_bias,
+    const S* gates, const S* hs, const S* hn, S* dh, S* dgi, S* dgh, S* dx, S* dw_ih,
+    S* dw_hh, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
   // its batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
   const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T);
+  const BiasGradSums<S> db(has_bias, plan, 2 * G3, opts);  // [db_ih | db_hh]
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = step_of(s), lo = tl.lo, hi = tl.hi, b0 = tl.b0;
@@ -99,6 +103,10 @@ void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
         gru_backward_elem<decltype(lane)>(g_t + b * G3, hn_t + ro, h_in + ro, dh + ro,
                                           dy_t + ro, dgi_t + b * G3, dgh_t + b * G3, j, H);
       });
+      if (db.wanted()) {
+        db.add(tl, 0, dgi_t + b * G3, 3, H, lo, hi);
+        db.add(tl, G3, dgh_t + b * G3, 3, H, lo, hi);
+      }
     }
   });
   if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
@@ -110,6 +118,7 @@ void gru_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
   large_gemm<S>(true, false, G3, I, TB, S(1), dgi, G3, x, I, S(0), dw_ih, I);
   const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
   large_gemm<S>(true, false, G3, H, TB, S(1), dgh, G3, h_prev, H, S(0), dw_hh, H);
+  return {db.total(0, G3), db.total(G3, G3)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -173,16 +182,16 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   at::Tensor dw_hh = at::empty({3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  at::Tensor db_ih, db_hh;
   AT_DISPATCH_FLOATING_TYPES(dt, "gru_backward_cpu", [&] {
-    gru_backward_kernel<scalar_t>(
+    std::tie(db_ih, db_hh) = gru_backward_kernel<scalar_t>(
         d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
         w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
-        reverse, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
-        dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(),
-        dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>());
+        reverse, has_bias, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
+        hn.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
+        dgh.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(),
+        dw_hh.data_ptr<scalar_t>(), opts);
   });
-  at::Tensor db_ih = has_bias ? dgi.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
-  at::Tensor db_hh = has_bias ? dgh.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db_ih.to(out_dt),
           db_hh.to(out_dt), dh.to(out_dt)};

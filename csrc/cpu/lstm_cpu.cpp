@@ -12,6 +12,7 @@
 
 #include "../lstm_args.h"
 #include "../lstm_step.h"
+#include "bias_grad.h"
 #include "blas.h"
 #include "layer_util.h"
 #include "recurrent_slices.h"
@@ -89,12 +90,14 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   });
 }
 
+// Returns db (the bias gradient; empty without a bias).
 template <typename S>
-void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
-                          const S* w_hh, const S* w_hr, const int64_t* len,
-                          const std::vector<int64_t>& rows, bool reverse, const S* gates,
-                          const S* hs, const S* cs, const S* h_raw, S* dh, S* dc, S* dgates,
-                          S* dr, S* dh_raw, S* dx, S* dw_ih, S* dw_hh, S* dw_hr) {
+at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
+                                const S* w_hh, const S* w_hr, const int64_t* len,
+                                const std::vector<int64_t>& rows, bool reverse, bool has_bias,
+                                const S* gates, const S* hs, const S* cs, const S* h_raw, S* dh,
+                                S* dc, S* dgates, S* dr, S* dh_raw, S* dx, S* dw_ih, S* dw_hh,
+                                S* dw_hr, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
   // A tile owns hidden units [lo, hi) and state columns outs of unit block u (the same
@@ -107,6 +110,7 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
   // `units` of W_hr for dL/dh_raw = dr W_hr.
   const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows(), T);
   const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows(), T);
+  const BiasGradSums<S> db(has_bias, plan, G4, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a
   // projection also dr = dh + dy. Phase 1 (units): the cell's backward. Without a
@@ -158,6 +162,7 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
         lstm_backward_elem<decltype(lane)>(g_t + b * G4, c_in + ro, c_out + ro, dhc, dyc,
                                            dc + ro, da, j, H);
       });
+      if (db.wanted()) db.add(tl, 0, da, 4, H, lo, hi);
     }
   });
   if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
@@ -170,6 +175,7 @@ void lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* 
   const S* h_prev = hs + slot_in(0, reverse) * B * P;  // hs[t + reverse] for t = 0..T-1
   large_gemm<S>(true, false, G4, P, TB, S(1), dgates, G4, h_prev, P, S(0), dw_hh, P);
   if (proj) large_gemm<S>(true, false, P, H, TB, S(1), dr, P, h_raw, H, S(0), dw_hr, H);
+  return db.total(0, G4);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -248,19 +254,19 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths.has_value() && lengths->defined() ? lengths->contiguous()
                                                                     : at::Tensor();
+  at::Tensor db;
   AT_DISPATCH_FLOATING_TYPES(dt, "lstm_backward_cpu", [&] {
-    lstm_backward_kernel<scalar_t>(
+    db = lstm_backward_kernel<scalar_t>(
         d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
         w_hh.data_ptr<scalar_t>(), proj ? w_hr->data_ptr<scalar_t>() : nullptr,
-        len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse,
+        len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, has_bias,
         gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
         proj ? h_raw.data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
         dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
         proj ? dr.data_ptr<scalar_t>() : nullptr, proj ? dh_raw.data_ptr<scalar_t>() : nullptr,
         dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>(),
-        proj ? dw_hr.data_ptr<scalar_t>() : nullptr);
+        proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts);
   });
-  at::Tensor db = has_bias ? dgates.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dw_hr.to(out_dt),
           dh.to(out_dt), dc.to(out_dt)};

@@ -14,6 +14,7 @@
 
 #include "../rnn_args.h"
 #include "../rnn_step.h"
+#include "bias_grad.h"
 #include "blas.h"
 #include "layer_util.h"
 #include "recurrent_slices.h"
@@ -56,15 +57,18 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   });
 }
 
+// Returns db (the bias gradient; empty without a bias).
 template <typename S, bool kRelu>
-void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
-                         const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
-                         bool reverse, const S* hs, S* dh, S* da, S* dx, S* dw_ih, S* dw_hh) {
+at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
+                               const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
+                               bool reverse, bool has_bias, const S* hs, S* dh, S* da, S* dx,
+                               S* dw_ih, S* dw_hh, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
   // its batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
   const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows(), T);
+  const BiasGradSums<S> db(has_bias, plan, H, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = step_of(s), lo = tl.lo, hi = tl.hi, b0 = tl.b0;
@@ -89,6 +93,7 @@ void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         rnn_backward_elem<decltype(lane), kRelu>(h_row, dh_row, dy_row, da_row, j);
       });
+      if (db.wanted()) db.add(tl, 0, da_row, 1, H, lo, hi);
     }
   });
   if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
@@ -100,6 +105,7 @@ void rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w
   large_gemm<S>(true, false, H, I, TB, S(1), da, H, x, I, S(0), dw_ih, I);
   const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
   large_gemm<S>(true, false, H, H, TB, S(1), da, H, h_prev, H, S(0), dw_hh, H);
+  return db.total(0, H);
 }
 
 // Calls fn(std::integral_constant<bool, relu>) so kernels get the activation as a constant.
@@ -170,16 +176,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   at::Tensor dw_hh = at::empty({H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  at::Tensor db;
   AT_DISPATCH_FLOATING_TYPES(dt, "rnn_backward_cpu", [&] {
     with_activation(relu, [&](auto act) {
-      rnn_backward_kernel<scalar_t, decltype(act)::value>(
+      db = rnn_backward_kernel<scalar_t, decltype(act)::value>(
           d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
           w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
-          reverse, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(),
-          dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(), dw_hh.data_ptr<scalar_t>());
+          reverse, has_bias, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+          da.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(),
+          dw_hh.data_ptr<scalar_t>(), opts);
     });
   });
-  at::Tensor db = has_bias ? da.sum(at::IntArrayRef{0, 1}) : at::empty({0}, opts);
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dh.to(out_dt)};
 }

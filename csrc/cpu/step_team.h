@@ -39,9 +39,10 @@ inline UnitBlocks split_blocks(int64_t n, int64_t count, int64_t align) {
   return {count, ((vectors + count - 1) / count) * align, n};
 }
 
-// One thread's share of a step: hidden units [lo, hi) (unit block u) of batch rows [b0, b1).
+// One thread's share of a step: hidden units [lo, hi) (unit block u) of batch rows [b0, b1);
+// tile p of its plan.
 struct Tile {
-  int64_t u, lo, hi, b0, b1;
+  int64_t u, lo, hi, b0, b1, p;
   // How many of the tile's rows a per-step GEMM covers when the first `active` rows of
   // the batch are still running (the rest have finished; see rows_active).
   int64_t gemm_rows(int64_t active) const {
@@ -62,8 +63,8 @@ struct TeamPlan {
   // The most rows one tile's GEMM has (what packed weights are packed for).
   int64_t max_rows() const { return std::min(rows.width, rows.n); }
   Tile tile(int64_t p) const {
-    if (by_rows) return {0, 0, units.n, rows.lo(p), rows.hi(p)};
-    return {p, units.lo(p), units.hi(p), 0, rows.n};
+    if (by_rows) return {0, 0, units.n, rows.lo(p), rows.hi(p), p};
+    return {p, units.lo(p), units.hi(p), 0, rows.n, p};
   }
 };
 

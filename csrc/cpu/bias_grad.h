@@ -1,0 +1,59 @@
+// The bias gradients of a layer's backward, db[c] = sum over steps t and rows b of
+// dG[t, b, c] (dG: the gate gradients the time loop writes), summed by each tile of the
+// step team (step_team.h) right after its pass writes its part of dG, while those rows
+// are in L1. Summing all of dG after the loop instead (at::sum over T*B rows) read it back
+// from memory: ~5 ms of a 210 ms LSTM backward at T = 25, B = 128, H = 512.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cstdint>
+
+#include "step_team.h"
+
+namespace fused_rnn::cpu {
+
+template <typename S>
+class BiasGradSums {
+ public:
+  // One row of `width` sums per tile (tiles split by rows share columns), zeroed; none
+  // when !wanted (no bias).
+  BiasGradSums(bool wanted, const TeamPlan& plan, int64_t width, const at::TensorOptions& opts)
+      : width_(width),
+        opts_(opts),
+        parts_(wanted ? at::zeros({plan.count(), width}, opts) : at::Tensor()),
+        data_(wanted ? parts_.data_ptr<S>() : nullptr) {}
+
+  bool wanted() const { return data_ != nullptr; }
+
+  // sums[col0 + k * H + j] += dg[k * H + j] for gates k < G and units j in [lo, hi) of
+  // tile tl: one row of dG (G gates of H units each).
+  void add(const Tile& tl, int64_t col0, const S* dg, int64_t G, int64_t H, int64_t lo,
+           int64_t hi) const {
+    using Vec = at::vec::Vectorized<S>;
+    S* sums = data_ + tl.p * width_ + col0;
+    for (int64_t k = 0; k < G; ++k) {
+      S* acc = sums + k * H;
+      const S* src = dg + k * H;
+      int64_t j = lo;
+      for (; j + Vec::size() <= hi; j += Vec::size())
+        (Vec::loadu(acc + j) + Vec::loadu(src + j)).store(acc + j);
+      for (; j < hi; ++j) acc[j] += src[j];
+    }
+  }
+
+  // db over columns [col0, col0 + n): the tiles' rows added (an empty tensor when !wanted).
+  at::Tensor total(int64_t col0, int64_t n) const {
+    if (!wanted()) return at::empty({0}, opts_);
+    return parts_.narrow(1, col0, n).sum(0);
+  }
+
+ private:
+  int64_t width_;
+  at::TensorOptions opts_;
+  at::Tensor parts_;
+  S* data_;
+};
+
+}  // namespace fused_rnn::cpu
