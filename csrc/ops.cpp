@@ -56,32 +56,36 @@ TORCH_LIBRARY(fused_rnn, m) {
       "lstm_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor? w_hr, Tensor h0, Tensor c0, Tensor? lengths, bool reverse) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // Returns dx, dw_ih, dw_hh, db (shared by b_ih and b_hh; [0] without bias),
-  // dw_hr ([0] without projection), dh0, dc0.
+  // Returns dx ([0] when !need_dx: x needs no gradient, as the data fed to a first
+  // layer, and its product, a quarter of the backward's FLOPs at I = H, is skipped), dw_ih,
+  // dw_hh, db (shared by b_ih and b_hh; [0] without bias), dw_hr ([0] without
+  // projection), dh0, dc0. The same need_dx in the GRU and RNN backward ops.
   m.def(
       "lstm_backward(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? w_hr, Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, "
-      "Tensor cs, Tensor h_raw) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor cs, Tensor h_raw, bool need_dx=True) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // GRU layer (gru_args.h documents every argument and saved tensor).
   // Returns y, h_n and the saved gates, hs, hn.
   m.def(
       "gru_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths, bool reverse) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // Returns dx, dw_ih, dw_hh, db_ih, db_hh ([0] each without bias), dh0.
+  // Returns dx ([0] when !need_dx), dw_ih, dw_hh, db_ih, db_hh ([0] each without bias), dh0.
   m.def(
       "gru_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
-      "Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, Tensor hn) -> "
-      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, Tensor hn, "
+      "bool need_dx=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Elman RNN layer (rnn_args.h documents every argument and the saved states);
   // relu picks act = relu, else tanh. Returns y, h_n and the saved hs.
   m.def(
       "rnn_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths, bool reverse, bool relu) -> (Tensor, Tensor, Tensor)");
-  // Returns dx, dw_ih, dw_hh, db (shared by b_ih and b_hh; [0] without bias), dh0.
+  // Returns dx ([0] when !need_dx), dw_ih, dw_hh, db (shared by b_ih and b_hh; [0]
+  // without bias), dh0.
   m.def(
       "rnn_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
-      "Tensor? lengths, bool reverse, bool relu, bool has_bias, Tensor hs) -> "
-      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? lengths, bool reverse, bool relu, bool has_bias, Tensor hs, "
+      "bool need_dx=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The forward ops' argument checks alone (same messages, named after the forward op),
   // for the paths that run a layer as differentiable torch ops instead (fused_rnn/_rerun.py).
   m.def(

@@ -114,7 +114,7 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     gemm<S>(false, false, rows[t], H, G3, S(1), dgh + t * B * G3, G3, w_hh, H, S(1), dh, H);
   }
   const int64_t TB = T * B;
-  large_gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);
+  if (dx != nullptr) large_gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);
   large_gemm<S>(true, false, G3, I, TB, S(1), dgi, G3, x, I, S(0), dw_ih, I);
   const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
   large_gemm<S>(true, false, G3, H, TB, S(1), dgh, G3, h_prev, H, S(0), dw_hh, H);
@@ -162,7 +162,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::Tensor& x_in,
                  const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                  const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
-                 const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in) {
+                 const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in,
+                 bool need_dx) {
   const char* op = "fused_rnn::gru_backward";
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in,
                                               lengths, gates_in, hs_in, hn_in);
@@ -177,7 +178,7 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
-  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
   at::Tensor dw_ih = at::empty({3 * H, I}, opts);
   at::Tensor dw_hh = at::empty({3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
@@ -189,7 +190,8 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
         w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
         reverse, has_bias, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
         hn.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
-        dgh.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(),
+        dgh.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
+        dw_ih.data_ptr<scalar_t>(),
         dw_hh.data_ptr<scalar_t>(), opts);
   });
   const auto out_dt = x_in.scalar_type();

@@ -101,7 +101,7 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
     gemm<S>(false, false, rows[t], H, H, S(1), da + t * B * H, H, w_hh, H, S(1), dh, H);
   }
   const int64_t TB = T * B;
-  large_gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);
+  if (dx != nullptr) large_gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);
   large_gemm<S>(true, false, H, I, TB, S(1), da, H, x, I, S(0), dw_ih, I);
   const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
   large_gemm<S>(true, false, H, H, TB, S(1), da, H, h_prev, H, S(0), dw_hh, H);
@@ -157,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::Tensor& x_in,
     const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const std::optional<at::Tensor>& lengths, bool reverse, bool relu, bool has_bias,
-    const at::Tensor& hs_in) {
+    const at::Tensor& hs_in, bool need_dx) {
   const char* op = "fused_rnn::rnn_backward";
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in, lengths, hs_in);
@@ -171,7 +171,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   // tensor is never written).
   at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
   at::Tensor da = at::empty({T, B, H}, opts);
-  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
   at::Tensor dw_ih = at::empty({H, I}, opts);
   at::Tensor dw_hh = at::empty({H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
@@ -183,7 +183,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
           d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
           w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
           reverse, has_bias, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
-          da.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), dw_ih.data_ptr<scalar_t>(),
+          da.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
+          dw_ih.data_ptr<scalar_t>(),
           dw_hh.data_ptr<scalar_t>(), opts);
     });
   });

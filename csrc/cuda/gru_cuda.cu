@@ -247,8 +247,10 @@ void gru_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
          dh.scalar_type());
   }
   const int64_t TB = T_ * B;
-  gemm(op, false, false, TB, I, G3, dgip, G3, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab,
-       ab);
+  if (dx.defined()) {  // undefined when x needs no gradient
+    gemm(op, false, false, TB, I, G3, dgip, G3, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab,
+         ab);
+  }
   gemm(op, true, false, G3, I, TB, dgip, G3, x.data_ptr(), I, false, dw_ih.data_ptr(), I, ab,
        ab);
   const T* h_prev = hp + slot_in(0, reverse) * B * H;  // hs[t + reverse], t = 0..T-1
@@ -293,7 +295,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Tensor& x_in,
                   const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                   const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
-                  const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in) {
+                  const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in,
+                  bool need_dx) {
   const char* op = "fused_rnn::gru_backward";
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths,
                                               gates_in, hs_in, hn_in);
@@ -310,15 +313,16 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
   at::Tensor dh = dh_n.to(cell_dtype(dt), false, /*copy=*/true).contiguous();
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
-  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
   at::Tensor dw_ih = at::empty({3 * H, I}, opts);
   at::Tensor dw_hh = at::empty({3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     gru_backward_loop<decltype(t_tag), decltype(v_tag)>(op, d, dy, x, w_ih, w_hh, lp, rows,
-                                                        reverse, gates, hs, hn, dh, dgi, dgh, dx,
-                                                        dw_ih, dw_hh);
+                                                        reverse, gates, hs, hn, dh, dgi, dgh,
+                                                        need_dx ? dx : at::Tensor(), dw_ih,
+                                                        dw_hh);
   });
   // Bias gradients: deterministic reductions over all steps and rows, accumulated in
   // float32 (float64 for float64).

@@ -338,7 +338,10 @@ void backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy, con
     gemm(op, false, false, rows[t], P, G4, dg_t, G4, w_hh.data_ptr(), P, true, dhp, P, ab, cdt);
   }
   const int64_t TB = T_ * B;
-  gemm(op, false, false, TB, I, G4, dgp, G4, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab, ab);
+  if (dx.defined()) {  // undefined when x needs no gradient
+    gemm(op, false, false, TB, I, G4, dgp, G4, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab,
+         ab);
+  }
   gemm(op, true, false, G4, I, TB, dgp, G4, x.data_ptr(), I, false, dw_ih.data_ptr(), I, ab, ab);
   const T* h_prev = ptr<T>(hs) + slot_in(0, reverse) * B * P;  // hs[t + reverse], t = 0..T-1
   gemm(op, true, false, G4, P, TB, dgp, G4, h_prev, P, false, dw_hh.data_ptr(), P, ab, ab);
@@ -392,7 +395,7 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
                    const std::optional<at::Tensor>& w_hr_in,
                    const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                    const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& cs_in,
-                   const at::Tensor& h_raw_in) {
+                   const at::Tensor& h_raw_in, bool need_dx) {
   const char* op = "fused_rnn::lstm_backward";
   const LayerDims d = check_lstm_backward_args(op, dy_in, dh_n, dc_n, x_in, w_ih_in, w_hh_in,
                                                w_hr_in, lengths, gates_in, hs_in, cs_in,
@@ -415,7 +418,7 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
   at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
   at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts.dtype(cdt)) : at::Tensor();
-  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
   at::Tensor dw_ih = at::empty({4 * H, I}, opts);
   at::Tensor dw_hh = at::empty({4 * H, P}, opts);
   at::Tensor dw_hr = proj ? at::empty({P, H}, opts) : at::empty({0}, opts);
@@ -425,8 +428,9 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
     using TT = decltype(t_tag);
     using CC = decltype(c_tag);
     backward_loop<TT, CC>(op, d, dy, x, w_ih, w_hh, w_hr, lp, rows, reverse, gates, hs, cs,
-                          proj ? h_raw : at::Tensor(), dh, dc, dgates, dr, dh_raw, dx, dw_ih,
-                          dw_hh, proj ? dw_hr : at::Tensor());
+                          proj ? h_raw : at::Tensor(), dh, dc, dgates, dr, dh_raw,
+                          need_dx ? dx : at::Tensor(), dw_ih, dw_hh,
+                          proj ? dw_hr : at::Tensor());
   });
   // Bias gradient: one deterministic reduction over all steps and rows, in C.
   at::Tensor db = has_bias ? at::sum(dgates.view({T * B, 4 * H}), {0}, false, cdt).to(dt)

@@ -177,7 +177,9 @@ void rnn_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
          dh.scalar_type());
   }
   const int64_t TB = T_ * B;
-  gemm(op, false, false, TB, I, H, dap, H, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab, ab);
+  if (dx.defined()) {  // undefined when x needs no gradient
+    gemm(op, false, false, TB, I, H, dap, H, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab, ab);
+  }
   gemm(op, true, false, H, I, TB, dap, H, x.data_ptr(), I, false, dw_ih.data_ptr(), I, ab, ab);
   const T* h_prev = hp + slot_in(0, reverse) * B * H;  // hs[t + reverse], t = 0..T-1
   gemm(op, true, false, H, H, TB, dap, H, h_prev, H, false, dw_hh.data_ptr(), H, ab, ab);
@@ -231,7 +233,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Tensor& x_in,
     const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const std::optional<at::Tensor>& lengths, bool reverse, bool relu, bool has_bias,
-    const at::Tensor& hs_in) {
+    const at::Tensor& hs_in, bool need_dx) {
   const char* op = "fused_rnn::rnn_backward";
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths, hs_in);
@@ -246,7 +248,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   // float32 for float16/bfloat16.
   at::Tensor dh = dh_n.to(cell_dtype(dt), false, /*copy=*/true).contiguous();
   at::Tensor da = at::empty({T, B, H}, opts);
-  at::Tensor dx = at::empty({T, B, I}, opts);
+  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
   at::Tensor dw_ih = at::empty({H, I}, opts);
   at::Tensor dw_hh = at::empty({H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
@@ -254,7 +256,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     with_activation(relu, [&](auto act) {
       rnn_backward_loop<decltype(t_tag), decltype(v_tag), decltype(act)::value>(
-          op, d, dy, x, w_ih, w_hh, lp, rows, reverse, hs, dh, da, dx, dw_ih, dw_hh);
+          op, d, dy, x, w_ih, w_hh, lp, rows, reverse, hs, dh, da, need_dx ? dx : at::Tensor(),
+          dw_ih, dw_hh);
     });
   });
   // Bias gradient: one deterministic reduction, accumulated in float32 (float64).

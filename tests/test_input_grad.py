@@ -1,0 +1,136 @@
+"""Input that needs no gradient (the data fed to a first layer): the backward ops skip dx
+(need_dx=False, a quarter of a layer's backward FLOPs at I = H), and every other gradient
+still matches torch.nn's."""
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fused_rnn
+from _parity import TOL, twin
+
+ops = torch.ops.fused_rnn
+
+MODULES = {
+    "lstm": (torch.nn.LSTM, fused_rnn.LSTM, {}),
+    "gru": (torch.nn.GRU, fused_rnn.GRU, {}),
+    "rnn_tanh": (torch.nn.RNN, fused_rnn.RNN, {}),
+    "rnn_relu": (torch.nn.RNN, fused_rnn.RNN, {"nonlinearity": "relu"}),
+}
+CONFIGS = [
+    dict(),
+    dict(num_layers=2, bidirectional=True),
+    dict(bias=False, batch_first=True),
+    dict(num_layers=2, packed=True),
+]
+T, B, I, H = 5, 3, 4, 6
+LENGTHS = [5, 2, 4]
+
+
+class BackwardCalls(TorchDispatchMode):
+    """Records need_dx of every fused_rnn backward op called under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.need_dx = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "fused_rnn" and func._opname.endswith("_backward"):
+            names = [a.name for a in func._schema.arguments]
+            k = names.index("need_dx")
+            self.need_dx.append(args[k] if len(args) > k else kwargs.get("need_dx", True))
+        return func(*args, **kwargs)
+
+
+def _run(module, x, hx):
+    """Outputs and the gradients of a random linear function of them with respect to the
+    initial state and every parameter (x itself needs none)."""
+    out, h_n = module(x, hx)
+    outs = [out.data if hasattr(out, "batch_sizes") else out]
+    outs += list(h_n) if isinstance(h_n, tuple) else [h_n]
+    gen = torch.Generator().manual_seed(7)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    leaves = (list(hx) if isinstance(hx, tuple) else [hx]) + list(module.parameters())
+    return outs, torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_module_without_input_grad(cell, cfg):
+    ref_cls, our_cls, extra = MODULES[cell]
+    cfg = dict(cfg)
+    packed = cfg.pop("packed", False)
+    ref, ours = twin(ref_cls, our_cls, input_size=I, hidden_size=H, **extra, **cfg)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64)
+    if cfg.get("batch_first"):
+        x = x.transpose(0, 1).contiguous()
+    if packed:
+        x = pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False)
+    states = ref.num_layers * (2 if ref.bidirectional else 1)
+
+    def state():
+        return torch.randn(states, B, H, generator=gen, dtype=torch.float64).requires_grad_()
+    hx = (state(), state()) if cell == "lstm" else state()
+    r_outs, r_grads = _run(ref, x, hx)
+    with BackwardCalls() as calls:
+        o_outs, o_grads = _run(ours, x, hx)
+    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
+        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    # Layer 0 (each direction) reads the data, which needs no gradient; deeper layers read
+    # the layer below, whose dx they must return.
+    dirs = 2 if ref.bidirectional else 1
+    assert sorted(calls.need_dx) == [False] * dirs + [True] * (states - dirs)
+
+
+def test_lstm_projection_without_input_grad():
+    ref, ours = twin(torch.nn.LSTM, fused_rnn.LSTM, input_size=I, hidden_size=H, proj_size=3)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    hx = (torch.randn(1, B, 3, dtype=torch.float64, requires_grad=True),
+          torch.randn(1, B, H, dtype=torch.float64, requires_grad=True))
+    r_outs, r_grads = _run(ref, x, hx)
+    with BackwardCalls() as calls:
+        o_outs, o_grads = _run(ours, x, hx)
+    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
+        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    assert calls.need_dx == [False]
+
+
+def _saved(cell, lengths, reverse, device):
+    """Backward-op arguments after a forward of `cell` (need_dx left out)."""
+    gen = torch.Generator().manual_seed(5)  # lengths stay on the CPU (lstm_args.h)
+
+    def r(*shape):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * 0.5).to(device)
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    x, w_ih, w_hh, b_ih, b_hh, h0 = r(T, B, I), r(G * H, I), r(G * H, H), r(G * H), r(G * H), r(B, H)
+    dy, dh = r(T, B, H), r(B, H)
+    if cell == "lstm":
+        c0 = r(B, H)
+        out = ops.lstm_forward(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0, lengths, reverse)
+        return ops.lstm_backward, (dy, dh, r(B, H), x, w_ih, w_hh, None, lengths, reverse, True,
+                                   *out[3:])
+    if cell == "gru":
+        out = ops.gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+        return ops.gru_backward, (dy, dh, x, w_ih, w_hh, lengths, reverse, True, *out[2:])
+    out = ops.rnn_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, True)
+    return ops.rnn_backward, (dy, dh, x, w_ih, w_hh, lengths, reverse, True, True, out[2])
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lengths,reverse", [(None, False), (torch.tensor(LENGTHS), True)])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_backward_op_skips_dx(cell, lengths, reverse, device):
+    op, args = _saved(cell, lengths, reverse, device)
+    full = op(*args)
+    skipped = op(*args, False)
+    assert full[0].shape == (T, B, I) and skipped[0].shape == (0,)
+    for a, b in zip(full[1:], skipped[1:]):  # the same arithmetic, so bit for bit
+        assert torch.equal(a, b)
+    torch.library.opcheck(op.default, (*args, False),
+                          test_utils=("test_schema", "test_faketensor"))
