@@ -59,33 +59,37 @@ TORCH_LIBRARY(fused_rnn, m) {
   // Returns dx ([0] when !need_dx: x needs no gradient, as the data fed to a first
   // layer, and its product, a quarter of the backward's FLOPs at I = H, is skipped), dw_ih,
   // dw_hh, db (shared by b_ih and b_hh; [0] without bias), dw_hr ([0] without
-  // projection), dh0, dc0. The same need_dx in the GRU and RNN backward ops.
+  // projection), dh0, dc0; with !need_dw (frozen weights) dw_ih, dw_hh, db and dw_hr are
+  // [0] and their products skipped. The same need_dx and need_dw in the GRU and RNN
+  // backward ops.
   m.def(
       "lstm_backward(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? w_hr, Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, "
-      "Tensor cs, Tensor h_raw, bool need_dx=True) -> "
+      "Tensor cs, Tensor h_raw, bool need_dx=True, bool need_dw=True) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // GRU layer (gru_args.h documents every argument and saved tensor).
   // Returns y, h_n and the saved gates, hs, hn.
   m.def(
       "gru_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths, bool reverse) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // Returns dx ([0] when !need_dx), dw_ih, dw_hh, db_ih, db_hh ([0] each without bias), dh0.
+  // Returns dx ([0] when !need_dx), dw_ih, dw_hh, db_ih, db_hh ([0] each without bias or
+  // when !need_dw), dh0.
   m.def(
       "gru_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, Tensor hn, "
-      "bool need_dx=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "bool need_dx=True, bool need_dw=True) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Elman RNN layer (rnn_args.h documents every argument and the saved states);
   // relu picks act = relu, else tanh. Returns y, h_n and the saved hs.
   m.def(
       "rnn_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths, bool reverse, bool relu) -> (Tensor, Tensor, Tensor)");
   // Returns dx ([0] when !need_dx), dw_ih, dw_hh, db (shared by b_ih and b_hh; [0]
-  // without bias), dh0.
+  // without bias; these three [0] when !need_dw), dh0.
   m.def(
       "rnn_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? lengths, bool reverse, bool relu, bool has_bias, Tensor hs, "
-      "bool need_dx=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "bool need_dx=True, bool need_dw=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The forward ops' argument checks alone (same messages, named after the forward op),
   // for the paths that run a layer as differentiable torch ops instead (fused_rnn/_rerun.py).
   m.def(

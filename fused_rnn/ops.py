@@ -43,9 +43,10 @@ def _dense_like(t):
     return t.new_empty(t.shape)
 
 
-def _dx_like(x, need_dx):
-    # The backward ops skip dx (and return it empty) when x needs no gradient.
-    return _dense_like(x) if need_dx else x.new_empty((0,))
+def _grad_like(t, wanted):
+    # The backward ops skip the gradients nobody needs (dx of a layer fed with data, the
+    # weights' of a frozen layer) and return them empty.
+    return _dense_like(t) if wanted else t.new_empty((0,))
 
 
 def _undefined_if_empty(t):
@@ -95,14 +96,14 @@ def _lstm_forward_fake(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse
 
 @torch.library.register_fake("fused_rnn::lstm_backward")
 def _lstm_backward_fake(dy, dh_n, dc_n, x, w_ih, w_hh, w_hr, lengths, reverse, has_bias,
-                        gates, hs, cs, h_raw, need_dx=True):
+                        gates, hs, cs, h_raw, need_dx=True, need_dw=True):
     H = w_ih.shape[0] // 4
     return (
-        _dx_like(x, need_dx),
-        _dense_like(w_ih),
-        _dense_like(w_hh),
-        x.new_empty((4 * H,) if has_bias else (0,)),
-        _dense_like(w_hr) if w_hr is not None else x.new_empty((0,)),
+        _grad_like(x, need_dx),
+        _grad_like(w_ih, need_dw),
+        _grad_like(w_hh, need_dw),
+        x.new_empty((4 * H,) if has_bias and need_dw else (0,)),
+        _grad_like(w_hr, need_dw) if w_hr is not None else x.new_empty((0,)),
         _dense_like(dh_n),
         _dense_like(dc_n),
     )
@@ -126,12 +127,15 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused_grads_of_saved):
                                   (dy, dh_n, dc_n)))
     T, B, _ = x.shape
     H, P = cs.shape[2], hs.shape[2]
-    need_dx = ctx.needs_input_grad[0]
+    # Inputs: x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse.
+    need_dx, need_dw = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:6])
     dx, dw_ih, dw_hh, db, dw_hr, dh0, dc0 = _ops.lstm_backward(
         _zeros_if_none(dy, x, (T, B, P)), _zeros_if_none(dh_n, x, (B, P)),
         _zeros_if_none(dc_n, x, (B, H)), x, w_ih, w_hh, w_hr, lengths, ctx.reverse,
-        ctx.has_bias, gates, hs, cs, h_raw, need_dx)
+        ctx.has_bias, gates, hs, cs, h_raw, need_dx, need_dw)
     dx = dx if need_dx else None
+    if not need_dw:
+        return dx, None, None, None, None, None, dh0, dc0, None, None
     db = db if ctx.has_bias else None
     dw_hr = dw_hr if w_hr is not None else None
     return dx, dw_ih, dw_hh, db, db, dw_hr, dh0, dc0, None, None
@@ -175,13 +179,13 @@ def _gru_forward_fake(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
 
 @torch.library.register_fake("fused_rnn::gru_backward")
 def _gru_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, has_bias, gates, hs, hn,
-                       need_dx=True):
+                       need_dx=True, need_dw=True):
     H = w_ih.shape[0] // 3
-    bias_shape = (3 * H,) if has_bias else (0,)
+    bias_shape = (3 * H,) if has_bias and need_dw else (0,)
     return (
-        _dx_like(x, need_dx),
-        _dense_like(w_ih),
-        _dense_like(w_hh),
+        _grad_like(x, need_dx),
+        _grad_like(w_ih, need_dw),
+        _grad_like(w_hh, need_dw),
         x.new_empty(bias_shape),
         x.new_empty(bias_shape),
         _dense_like(dh_n),
@@ -205,11 +209,14 @@ def _gru_backward(ctx, dy, dh_n, *_unused_grads_of_saved):
                                   ctx.needs_input_grad, (dy, dh_n)))
     T, B, _ = x.shape
     H = hs.shape[2]
-    need_dx = ctx.needs_input_grad[0]
+    # Inputs: x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse.
+    need_dx, need_dw = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:5])
     dx, dw_ih, dw_hh, db_ih, db_hh, dh0 = _ops.gru_backward(
         _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
-        lengths, ctx.reverse, ctx.has_bias, gates, hs, hn, need_dx)
+        lengths, ctx.reverse, ctx.has_bias, gates, hs, hn, need_dx, need_dw)
     dx = dx if need_dx else None
+    if not need_dw:
+        return dx, None, None, None, None, dh0, None, None
     if not ctx.has_bias:
         db_ih = db_hh = None
     return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, None, None
@@ -249,13 +256,13 @@ def _rnn_forward_fake(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu):
 
 @torch.library.register_fake("fused_rnn::rnn_backward")
 def _rnn_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, relu, has_bias, hs,
-                       need_dx=True):
+                       need_dx=True, need_dw=True):
     H = w_ih.shape[0]
     return (
-        _dx_like(x, need_dx),
-        _dense_like(w_ih),
-        _dense_like(w_hh),
-        x.new_empty((H,) if has_bias else (0,)),
+        _grad_like(x, need_dx),
+        _grad_like(w_ih, need_dw),
+        _grad_like(w_hh, need_dw),
+        x.new_empty((H,) if has_bias and need_dw else (0,)),
         _dense_like(dh_n),
     )
 
@@ -277,11 +284,14 @@ def _rnn_backward(ctx, dy, dh_n, _unused_grad_of_hs):
                                                ctx.relu), ctx.needs_input_grad, (dy, dh_n)))
     T, B, _ = x.shape
     H = hs.shape[2]
-    need_dx = ctx.needs_input_grad[0]
+    # Inputs: x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu.
+    need_dx, need_dw = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:5])
     dx, dw_ih, dw_hh, db, dh0 = _ops.rnn_backward(
         _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
-        lengths, ctx.reverse, ctx.relu, ctx.has_bias, hs, need_dx)
+        lengths, ctx.reverse, ctx.relu, ctx.has_bias, hs, need_dx, need_dw)
     dx = dx if need_dx else None
+    if not need_dw:
+        return dx, None, None, None, None, dh0, None, None, None
     db = db if ctx.has_bias else None
     return dx, dw_ih, dw_hh, db, db, dh0, None, None, None
 

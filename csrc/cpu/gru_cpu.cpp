@@ -62,7 +62,8 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   });
 }
 
-// Returns db_ih and db_hh (empty without a bias).
+// Returns db_ih and db_hh (empty without a bias). dx is null when x needs no gradient,
+// dw_ih (and with it dw_hh and the bias gradients) when the weights need none.
 template <typename S>
 std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     const LayerDims& d, const S* dy, const S* x, const S* w_ih, const S* w_hh,
@@ -74,7 +75,8 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
   // its batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
   const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T);
-  const BiasGradSums<S> db(has_bias, plan, 2 * G3, opts);  // [db_ih | db_hh]
+  const bool need_dw = dw_ih != nullptr;
+  const BiasGradSums<S> db(has_bias && need_dw, plan, 2 * G3, opts);  // [db_ih | db_hh]
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = step_of(s), lo = tl.lo, hi = tl.hi, b0 = tl.b0;
@@ -115,9 +117,11 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
   }
   const int64_t TB = T * B;
   if (dx != nullptr) large_gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);
-  large_gemm<S>(true, false, G3, I, TB, S(1), dgi, G3, x, I, S(0), dw_ih, I);
-  const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
-  large_gemm<S>(true, false, G3, H, TB, S(1), dgh, G3, h_prev, H, S(0), dw_hh, H);
+  if (need_dw) {
+    large_gemm<S>(true, false, G3, I, TB, S(1), dgi, G3, x, I, S(0), dw_ih, I);
+    const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
+    large_gemm<S>(true, false, G3, H, TB, S(1), dgh, G3, h_prev, H, S(0), dw_hh, H);
+  }
   return {db.total(0, G3), db.total(G3, G3)};
 }
 
@@ -163,7 +167,7 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
                  const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                  const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                  const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in,
-                 bool need_dx) {
+                 bool need_dx, bool need_dw) {
   const char* op = "fused_rnn::gru_backward";
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in,
                                               lengths, gates_in, hs_in, hn_in);
@@ -178,9 +182,9 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
-  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = at::empty({3 * H, I}, opts);
-  at::Tensor dw_hh = at::empty({3 * H, H}, opts);
+  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw, {3 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw, {3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   at::Tensor db_ih, db_hh;
@@ -191,8 +195,8 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
         reverse, has_bias, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
         hn.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
         dgh.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
-        dw_ih.data_ptr<scalar_t>(),
-        dw_hh.data_ptr<scalar_t>(), opts);
+        need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
+        need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr, opts);
   });
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db_ih.to(out_dt),

@@ -29,6 +29,11 @@ inline void zero_row(S* dst, int64_t n) {
   std::fill(dst, dst + n, S(0));
 }
 
+// A gradient the backward returns: `shape` when wanted, else empty ([0]; autograd gets None).
+inline at::Tensor grad_buffer(bool wanted, at::IntArrayRef shape, const at::TensorOptions& opts) {
+  return wanted ? at::empty(shape, opts) : at::empty({0}, opts);
+}
+
 // bfloat16 and float16 run in float32 (so states accumulate in float32).
 inline at::ScalarType work_dtype(const at::Tensor& x) {
   const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;

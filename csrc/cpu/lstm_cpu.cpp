@@ -90,7 +90,8 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   });
 }
 
-// Returns db (the bias gradient; empty without a bias).
+// Returns db (the bias gradient; empty without a bias). dx is null when x needs no
+// gradient, dw_ih (and with it dw_hh, dw_hr and db) when the weights need none.
 template <typename S>
 at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                 const S* w_hh, const S* w_hr, const int64_t* len,
@@ -110,7 +111,8 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
   // `units` of W_hr for dL/dh_raw = dr W_hr.
   const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows(), T);
   const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows(), T);
-  const BiasGradSums<S> db(has_bias, plan, G4, opts);
+  const bool need_dw = dw_ih != nullptr;
+  const BiasGradSums<S> db(has_bias && need_dw, plan, G4, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a
   // projection also dr = dh + dy. Phase 1 (units): the cell's backward. Without a
@@ -170,11 +172,14 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
     gemm<S>(false, false, rows[t], P, G4, S(1), dgates + t * B * G4, G4, w_hh, P, S(1), dh, P);
   }
   const int64_t TB = T * B;
-  if (dx != nullptr) large_gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);
-  large_gemm<S>(true, false, G4, I, TB, S(1), dgates, G4, x, I, S(0), dw_ih, I);
-  const S* h_prev = hs + slot_in(0, reverse) * B * P;  // hs[t + reverse] for t = 0..T-1
-  large_gemm<S>(true, false, G4, P, TB, S(1), dgates, G4, h_prev, P, S(0), dw_hh, P);
-  if (proj) large_gemm<S>(true, false, P, H, TB, S(1), dr, P, h_raw, H, S(0), dw_hr, H);
+  if (dx != nullptr)
+    large_gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);
+  if (need_dw) {
+    large_gemm<S>(true, false, G4, I, TB, S(1), dgates, G4, x, I, S(0), dw_ih, I);
+    const S* h_prev = hs + slot_in(0, reverse) * B * P;  // hs[t + reverse] for t = 0..T-1
+    large_gemm<S>(true, false, G4, P, TB, S(1), dgates, G4, h_prev, P, S(0), dw_hh, P);
+    if (proj) large_gemm<S>(true, false, P, H, TB, S(1), dr, P, h_raw, H, S(0), dw_hr, H);
+  }
   return db.total(0, G4);
 }
 
@@ -227,7 +232,7 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
                   const std::optional<at::Tensor>& w_hr_in,
                   const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                   const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& cs_in,
-                  const at::Tensor& h_raw_in, bool need_dx) {
+                  const at::Tensor& h_raw_in, bool need_dx, bool need_dw) {
   const char* op = "fused_rnn::lstm_backward";
   const LayerDims d = check_lstm_backward_args(op, dy_in, dh_n_in, dc_n_in, x_in, w_ih_in,
                                                w_hh_in, w_hr_in, lengths, gates_in, hs_in,
@@ -247,10 +252,10 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
   at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts) : at::Tensor();
-  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = at::empty({4 * H, I}, opts);
-  at::Tensor dw_hh = at::empty({4 * H, P}, opts);
-  at::Tensor dw_hr = proj ? at::empty({P, H}, opts) : at::empty({0}, opts);
+  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw, {4 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw, {4 * H, P}, opts);
+  at::Tensor dw_hr = grad_buffer(need_dw && proj, {P, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths.has_value() && lengths->defined() ? lengths->contiguous()
                                                                     : at::Tensor();
@@ -264,8 +269,10 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
         proj ? h_raw.data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
         dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
         proj ? dr.data_ptr<scalar_t>() : nullptr, proj ? dh_raw.data_ptr<scalar_t>() : nullptr,
-        need_dx ? dx.data_ptr<scalar_t>() : nullptr, dw_ih.data_ptr<scalar_t>(),
-        dw_hh.data_ptr<scalar_t>(), proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts);
+        need_dx ? dx.data_ptr<scalar_t>() : nullptr,
+        need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
+        need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr,
+        need_dw && proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts);
   });
   const auto out_dt = x_in.scalar_type();
   return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dw_hr.to(out_dt),

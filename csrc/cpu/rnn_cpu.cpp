@@ -57,7 +57,8 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   });
 }
 
-// Returns db (the bias gradient; empty without a bias).
+// Returns db (the bias gradient; empty without a bias). dx is null when x needs no
+// gradient, dw_ih (and with it dw_hh and db) when the weights need none.
 template <typename S, bool kRelu>
 at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
@@ -68,7 +69,8 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
   // its batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
   const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows(), T);
-  const BiasGradSums<S> db(has_bias, plan, H, opts);
+  const bool need_dw = dw_ih != nullptr;
+  const BiasGradSums<S> db(has_bias && need_dw, plan, H, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = step_of(s), lo = tl.lo, hi = tl.hi, b0 = tl.b0;
@@ -102,9 +104,11 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
   }
   const int64_t TB = T * B;
   if (dx != nullptr) large_gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);
-  large_gemm<S>(true, false, H, I, TB, S(1), da, H, x, I, S(0), dw_ih, I);
-  const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
-  large_gemm<S>(true, false, H, H, TB, S(1), da, H, h_prev, H, S(0), dw_hh, H);
+  if (need_dw) {
+    large_gemm<S>(true, false, H, I, TB, S(1), da, H, x, I, S(0), dw_ih, I);
+    const S* h_prev = hs + slot_in(0, reverse) * B * H;  // hs[t + reverse] for t = 0..T-1
+    large_gemm<S>(true, false, H, H, TB, S(1), da, H, h_prev, H, S(0), dw_hh, H);
+  }
   return db.total(0, H);
 }
 
@@ -157,7 +161,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::Tensor& x_in,
     const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const std::optional<at::Tensor>& lengths, bool reverse, bool relu, bool has_bias,
-    const at::Tensor& hs_in, bool need_dx) {
+    const at::Tensor& hs_in, bool need_dx, bool need_dw) {
   const char* op = "fused_rnn::rnn_backward";
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in, lengths, hs_in);
@@ -171,9 +175,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   // tensor is never written).
   at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
   at::Tensor da = at::empty({T, B, H}, opts);
-  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = at::empty({H, I}, opts);
-  at::Tensor dw_hh = at::empty({H, H}, opts);
+  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw, {H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw, {H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   at::Tensor db;
@@ -184,8 +188,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
           w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
           reverse, has_bias, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
           da.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
-          dw_ih.data_ptr<scalar_t>(),
-          dw_hh.data_ptr<scalar_t>(), opts);
+          need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
+          need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr, opts);
     });
   });
   const auto out_dt = x_in.scalar_type();

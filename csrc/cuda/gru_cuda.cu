@@ -251,6 +251,7 @@ void gru_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
     gemm(op, false, false, TB, I, G3, dgip, G3, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab,
          ab);
   }
+  if (!dw_ih.defined()) return;  // undefined (with dw_hh) when the weights need none
   gemm(op, true, false, G3, I, TB, dgip, G3, x.data_ptr(), I, false, dw_ih.data_ptr(), I, ab,
        ab);
   const T* h_prev = hp + slot_in(0, reverse) * B * H;  // hs[t + reverse], t = 0..T-1
@@ -296,7 +297,7 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
                   const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                   const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                   const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in,
-                  bool need_dx) {
+                  bool need_dx, bool need_dw) {
   const char* op = "fused_rnn::gru_backward";
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths,
                                               gates_in, hs_in, hn_in);
@@ -314,23 +315,25 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
   at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = at::empty({3 * H, I}, opts);
-  at::Tensor dw_hh = at::empty({3 * H, H}, opts);
+  at::Tensor dw_ih = need_dw ? at::empty({3 * H, I}, opts) : at::empty({0}, opts);
+  at::Tensor dw_hh = need_dw ? at::empty({3 * H, H}, opts) : at::empty({0}, opts);
   const auto rows = rows_active(lengths, T, B);
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     gru_backward_loop<decltype(t_tag), decltype(v_tag)>(op, d, dy, x, w_ih, w_hh, lp, rows,
                                                         reverse, gates, hs, hn, dh, dgi, dgh,
-                                                        need_dx ? dx : at::Tensor(), dw_ih,
-                                                        dw_hh);
+                                                        need_dx ? dx : at::Tensor(),
+                                                        need_dw ? dw_ih : at::Tensor(),
+                                                        need_dw ? dw_hh : at::Tensor());
   });
   // Bias gradients: deterministic reductions over all steps and rows, accumulated in
   // float32 (float64 for float64).
   const auto acc = cell_dtype(dt);
-  at::Tensor db_ih = has_bias ? at::sum(dgi.view({T * B, 3 * H}), {0}, false, acc).to(dt)
-                              : at::empty({0}, opts);
-  at::Tensor db_hh = has_bias ? at::sum(dgh.view({T * B, 3 * H}), {0}, false, acc).to(dt)
-                              : at::empty({0}, opts);
+  const bool want_db = has_bias && need_dw;
+  at::Tensor db_ih = want_db ? at::sum(dgi.view({T * B, 3 * H}), {0}, false, acc).to(dt)
+                             : at::empty({0}, opts);
+  at::Tensor db_hh = want_db ? at::sum(dgh.view({T * B, 3 * H}), {0}, false, acc).to(dt)
+                             : at::empty({0}, opts);
   return {dx, dw_ih, dw_hh, db_ih, db_hh, dh.to(dt)};
 }
 

@@ -342,6 +342,7 @@ void backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy, con
     gemm(op, false, false, TB, I, G4, dgp, G4, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab,
          ab);
   }
+  if (!dw_ih.defined()) return;  // undefined (with dw_hh, dw_hr) when the weights need none
   gemm(op, true, false, G4, I, TB, dgp, G4, x.data_ptr(), I, false, dw_ih.data_ptr(), I, ab, ab);
   const T* h_prev = ptr<T>(hs) + slot_in(0, reverse) * B * P;  // hs[t + reverse], t = 0..T-1
   gemm(op, true, false, G4, P, TB, dgp, G4, h_prev, P, false, dw_hh.data_ptr(), P, ab, ab);
@@ -395,7 +396,7 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
                    const std::optional<at::Tensor>& w_hr_in,
                    const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                    const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& cs_in,
-                   const at::Tensor& h_raw_in, bool need_dx) {
+                   const at::Tensor& h_raw_in, bool need_dx, bool need_dw) {
   const char* op = "fused_rnn::lstm_backward";
   const LayerDims d = check_lstm_backward_args(op, dy_in, dh_n, dc_n, x_in, w_ih_in, w_hh_in,
                                                w_hr_in, lengths, gates_in, hs_in, cs_in,
@@ -419,9 +420,9 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
   at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts.dtype(cdt)) : at::Tensor();
   at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = at::empty({4 * H, I}, opts);
-  at::Tensor dw_hh = at::empty({4 * H, P}, opts);
-  at::Tensor dw_hr = proj ? at::empty({P, H}, opts) : at::empty({0}, opts);
+  at::Tensor dw_ih = need_dw ? at::empty({4 * H, I}, opts) : at::empty({0}, opts);
+  at::Tensor dw_hh = need_dw ? at::empty({4 * H, P}, opts) : at::empty({0}, opts);
+  at::Tensor dw_hr = need_dw && proj ? at::empty({P, H}, opts) : at::empty({0}, opts);
   const auto rows = rows_active(lengths, T, B);
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto c_tag) {
@@ -429,12 +430,14 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
     using CC = decltype(c_tag);
     backward_loop<TT, CC>(op, d, dy, x, w_ih, w_hh, w_hr, lp, rows, reverse, gates, hs, cs,
                           proj ? h_raw : at::Tensor(), dh, dc, dgates, dr, dh_raw,
-                          need_dx ? dx : at::Tensor(), dw_ih, dw_hh,
-                          proj ? dw_hr : at::Tensor());
+                          need_dx ? dx : at::Tensor(), need_dw ? dw_ih : at::Tensor(),
+                          need_dw ? dw_hh : at::Tensor(),
+                          need_dw && proj ? dw_hr : at::Tensor());
   });
   // Bias gradient: one deterministic reduction over all steps and rows, in C.
-  at::Tensor db = has_bias ? at::sum(dgates.view({T * B, 4 * H}), {0}, false, cdt).to(dt)
-                           : at::empty({0}, opts);
+  const bool want_db = has_bias && need_dw;
+  at::Tensor db = want_db ? at::sum(dgates.view({T * B, 4 * H}), {0}, false, cdt).to(dt)
+                          : at::empty({0}, opts);
   return {dx, dw_ih, dw_hh, db, dw_hr, dh.to(dt), dc.to(dt)};
 }
 

@@ -180,6 +180,7 @@ void rnn_backward_loop(const char* op, const LayerDims& d, const at::Tensor& dy,
   if (dx.defined()) {  // undefined when x needs no gradient
     gemm(op, false, false, TB, I, H, dap, H, w_ih.data_ptr(), I, false, dx.data_ptr(), I, ab, ab);
   }
+  if (!dw_ih.defined()) return;  // undefined (with dw_hh) when the weights need none
   gemm(op, true, false, H, I, TB, dap, H, x.data_ptr(), I, false, dw_ih.data_ptr(), I, ab, ab);
   const T* h_prev = hp + slot_in(0, reverse) * B * H;  // hs[t + reverse], t = 0..T-1
   gemm(op, true, false, H, H, TB, dap, H, h_prev, H, false, dw_hh.data_ptr(), H, ab, ab);
@@ -233,7 +234,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Tensor& x_in,
     const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const std::optional<at::Tensor>& lengths, bool reverse, bool relu, bool has_bias,
-    const at::Tensor& hs_in, bool need_dx) {
+    const at::Tensor& hs_in, bool need_dx, bool need_dw) {
   const char* op = "fused_rnn::rnn_backward";
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths, hs_in);
@@ -249,20 +250,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   at::Tensor dh = dh_n.to(cell_dtype(dt), false, /*copy=*/true).contiguous();
   at::Tensor da = at::empty({T, B, H}, opts);
   at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = at::empty({H, I}, opts);
-  at::Tensor dw_hh = at::empty({H, H}, opts);
+  at::Tensor dw_ih = need_dw ? at::empty({H, I}, opts) : at::empty({0}, opts);
+  at::Tensor dw_hh = need_dw ? at::empty({H, H}, opts) : at::empty({0}, opts);
   const auto rows = rows_active(lengths, T, B);
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
     with_activation(relu, [&](auto act) {
       rnn_backward_loop<decltype(t_tag), decltype(v_tag), decltype(act)::value>(
           op, d, dy, x, w_ih, w_hh, lp, rows, reverse, hs, dh, da, need_dx ? dx : at::Tensor(),
-          dw_ih, dw_hh);
+          need_dw ? dw_ih : at::Tensor(), need_dw ? dw_hh : at::Tensor());
     });
   });
   // Bias gradient: one deterministic reduction, accumulated in float32 (float64).
-  at::Tensor db = has_bias ? at::sum(da.view({T * B, H}), {0}, false, cell_dtype(dt)).to(dt)
-                           : at::empty({0}, opts);
+  const bool want_db = has_bias && need_dw;
+  at::Tensor db = want_db ? at::sum(da.view({T * B, H}), {0}, false, cell_dtype(dt)).to(dt)
+                          : at::empty({0}, opts);
   return {dx, dw_ih, dw_hh, db, dh.to(dt)};
 }
 

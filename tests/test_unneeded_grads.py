@@ -1,6 +1,7 @@
-"""Input that needs no gradient (the data fed to a first layer): the backward ops skip dx
-(need_dx=False, a quarter of a layer's backward FLOPs at I = H), and every other gradient
-still matches torch.nn's."""
+"""Gradients nobody needs are not computed: dx of a layer whose input needs no gradient
+(the data fed to a first layer; need_dx=False, a quarter of a layer's backward FLOPs at
+I = H) and the weight gradients of a frozen layer (need_dw=False, half of them). Every
+gradient that is needed still matches torch.nn's."""
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -28,31 +29,39 @@ LENGTHS = [5, 2, 4]
 
 
 class BackwardCalls(TorchDispatchMode):
-    """Records need_dx of every fused_rnn backward op called under it."""
+    """Records (need_dx, need_dw) of every fused_rnn backward op called under it."""
 
     def __init__(self):
         super().__init__()
-        self.need_dx = []
+        self.flags = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func.namespace == "fused_rnn" and func._opname.endswith("_backward"):
             names = [a.name for a in func._schema.arguments]
-            k = names.index("need_dx")
-            self.need_dx.append(args[k] if len(args) > k else kwargs.get("need_dx", True))
+
+            def arg(name):
+                k = names.index(name)
+                return args[k] if len(args) > k else kwargs.get(name, True)
+            self.flags.append((arg("need_dx"), arg("need_dw")))
         return func(*args, **kwargs)
+
+    @property
+    def need_dx(self):
+        return [dx for dx, _ in self.flags]
 
 
 def _run(module, x, hx):
-    """Outputs and the gradients of a random linear function of them with respect to the
-    initial state and every parameter (x itself needs none)."""
+    """Outputs and the gradients of a random linear function of them with respect to every
+    leaf that requires one: the input, the initial state and the parameters."""
     out, h_n = module(x, hx)
     outs = [out.data if hasattr(out, "batch_sizes") else out]
     outs += list(h_n) if isinstance(h_n, tuple) else [h_n]
     gen = torch.Generator().manual_seed(7)
     loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
-    leaves = (list(hx) if isinstance(hx, tuple) else [hx]) + list(module.parameters())
-    return outs, torch.autograd.grad(loss, leaves)
+    leaves = [x.data if hasattr(x, "batch_sizes") else x]
+    leaves += (list(hx) if isinstance(hx, tuple) else [hx]) + list(module.parameters())
+    return outs, torch.autograd.grad(loss, [t for t in leaves if t.requires_grad])
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
@@ -123,14 +132,49 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("need_dx,need_dw", [(False, True), (True, False), (False, False)])
 @pytest.mark.parametrize("lengths,reverse", [(None, False), (torch.tensor(LENGTHS), True)])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_backward_op_skips_dx(cell, lengths, reverse, device):
+def test_backward_op_skips_unneeded(cell, lengths, reverse, need_dx, need_dw, device):
     op, args = _saved(cell, lengths, reverse, device)
     full = op(*args)
-    skipped = op(*args, False)
-    assert full[0].shape == (T, B, I) and skipped[0].shape == (0,)
-    for a, b in zip(full[1:], skipped[1:]):  # the same arithmetic, so bit for bit
-        assert torch.equal(a, b)
-    torch.library.opcheck(op.default, (*args, False),
+    part = op(*args, need_dx, need_dw)
+    # Outputs: dx, then the weight and bias gradients, then dh0 (and dc0).
+    n_w = {"lstm": 4, "gru": 4, "rnn": 3}[cell]
+    wanted = [need_dx] + [need_dw] * n_w + [True] * (len(full) - 1 - n_w)
+    for k, (a, b, keep) in enumerate(zip(full, part, wanted)):
+        if keep:  # the same arithmetic, so bit for bit
+            assert torch.equal(a, b), f"output {k}"
+        else:
+            assert b.shape == (0,), f"output {k}"  # (the LSTM's dw_hr is [0] anyway here)
+    torch.library.opcheck(op.default, (*args, need_dx, need_dw),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("frozen", ["all", "biases"])
+@pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_module_with_frozen_weights(cell, input_grad, frozen):
+    ref_cls, our_cls, extra = MODULES[cell]
+    ref, ours = twin(ref_cls, our_cls, input_size=I, hidden_size=H, num_layers=2,
+                     bidirectional=True, **extra)
+    for m in (ref, ours):
+        for name, p in m.named_parameters():
+            p.requires_grad_(frozen == "biases" and not name.startswith("bias"))
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64).requires_grad_(input_grad)
+
+    def state():
+        return torch.randn(4, B, H, generator=gen, dtype=torch.float64).requires_grad_()
+    hx = (state(), state()) if cell == "lstm" else state()
+    r_outs, r_grads = _run(ref, x, hx)
+    with BackwardCalls() as calls:
+        o_outs, o_grads = _run(ours, x, hx)
+    assert len(o_grads) == len(r_grads)
+    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
+        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    # Frozen weights: no layer computes weight gradients; frozen biases only: all do (the
+    # weights' share the same pass). dx: all but layer 0 unless the input needs one.
+    need_dw = frozen == "biases"
+    want = [(input_grad, need_dw)] * 2 + [(True, need_dw)] * 2
+    assert sorted(calls.flags) == sorted(want)
