@@ -62,20 +62,19 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   });
 }
 
-// Returns db_ih and db_hh (empty without a bias). dx is null when x needs no gradient,
-// dw_ih (and with it dw_hh and the bias gradients) when the weights need none.
+// Returns db_ih and db_hh (empty without a bias or !need_dw). dx is null when x needs no
+// gradient; dw_ih and dw_hh are not written when !need_dw.
 template <typename S>
 std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     const LayerDims& d, const S* dy, const S* x, const S* w_ih, const S* w_hh,
     const int64_t* len, const std::vector<int64_t>& rows, bool reverse, bool has_bias,
-    const S* gates, const S* hs, const S* hn, S* dh, S* dgi, S* dgh, S* dx, S* dw_ih,
+    bool need_dw, const S* gates, const S* hs, const S* hn, S* dh, S* dgi, S* dgh, S* dx, S* dw_ih,
     S* dw_hh, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
   // its batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
   const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T);
-  const bool need_dw = dw_ih != nullptr;
   const BiasGradSums<S> db(has_bias && need_dw, plan, 2 * G3, opts);  // [db_ih | db_hh]
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -192,7 +191,7 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
     std::tie(db_ih, db_hh) = gru_backward_kernel<scalar_t>(
         d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
         w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
-        reverse, has_bias, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
+        reverse, has_bias, need_dw, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
         hn.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
         dgh.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
         need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,

@@ -90,15 +90,15 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   });
 }
 
-// Returns db (the bias gradient; empty without a bias). dx is null when x needs no
-// gradient, dw_ih (and with it dw_hh, dw_hr and db) when the weights need none.
+// Returns db (the bias gradient; empty without a bias or !need_dw). dx is null when x
+// needs no gradient; dw_ih, dw_hh and dw_hr are not written when !need_dw.
 template <typename S>
 at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                 const S* w_hh, const S* w_hr, const int64_t* len,
                                 const std::vector<int64_t>& rows, bool reverse, bool has_bias,
-                                const S* gates, const S* hs, const S* cs, const S* h_raw, S* dh,
-                                S* dc, S* dgates, S* dr, S* dh_raw, S* dx, S* dw_ih, S* dw_hh,
-                                S* dw_hr, const at::TensorOptions& opts) {
+                                bool need_dw, const S* gates, const S* hs, const S* cs,
+                                const S* h_raw, S* dh, S* dc, S* dgates, S* dr, S* dh_raw, S* dx,
+                                S* dw_ih, S* dw_hh, S* dw_hr, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
   // A tile owns hidden units [lo, hi) and state columns outs of unit block u (the same
@@ -111,7 +111,6 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
   // `units` of W_hr for dL/dh_raw = dr W_hr.
   const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows(), T);
   const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows(), T);
-  const bool need_dw = dw_ih != nullptr;
   const BiasGradSums<S> db(has_bias && need_dw, plan, G4, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a
@@ -198,7 +197,8 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
                    w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt), c0 = as_work(c0_in, dt);
   const auto w_hr = as_work(w_hr_in, dt);
   std::optional<at::Tensor> bias;
-  if (b_ih_in.has_value() && b_ih_in->defined()) bias = (b_ih_in->to(dt) + b_hh_in->to(dt)).contiguous();
+  if (b_ih_in.has_value() && b_ih_in->defined())
+    bias = (b_ih_in->to(dt) + b_hh_in->to(dt)).contiguous();
   const auto opts = x.options();
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
   at::Tensor y = at::empty({T, B, P}, opts);
@@ -264,7 +264,7 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
     db = lstm_backward_kernel<scalar_t>(
         d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
         w_hh.data_ptr<scalar_t>(), proj ? w_hr->data_ptr<scalar_t>() : nullptr,
-        len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, has_bias,
+        len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, has_bias, need_dw,
         gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
         proj ? h_raw.data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
         dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),

@@ -57,19 +57,18 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   });
 }
 
-// Returns db (the bias gradient; empty without a bias). dx is null when x needs no
-// gradient, dw_ih (and with it dw_hh and db) when the weights need none.
+// Returns db (the bias gradient; empty without a bias or !need_dw). dx is null when x
+// needs no gradient; dw_ih and dw_hh are not written when !need_dw.
 template <typename S, bool kRelu>
 at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
-                               bool reverse, bool has_bias, const S* hs, S* dh, S* da, S* dx,
-                               S* dw_ih, S* dw_hh, const at::TensorOptions& opts) {
+                               bool reverse, bool has_bias, bool need_dw, const S* hs, S* dh,
+                               S* da, S* dx, S* dw_ih, S* dw_hh, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
   // its batch rows [b0, b1).
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
   const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows(), T);
-  const bool need_dw = dw_ih != nullptr;
   const BiasGradSums<S> db(has_bias && need_dw, plan, H, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -186,7 +185,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
       db = rnn_backward_kernel<scalar_t, decltype(act)::value>(
           d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
           w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
-          reverse, has_bias, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+          reverse, has_bias, need_dw, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
           da.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
           need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
           need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr, opts);
