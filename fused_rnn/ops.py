@@ -49,10 +49,6 @@ def _grad_like(t, wanted):
     return _dense_like(t) if wanted else t.new_empty((0,))
 
 
-def _undefined_if_empty(t):
-    return None if t.numel() == 0 else t
-
-
 def _check_args(check, *args):
     """The fused op's argument checks, for the re-run path (same errors as the op). Run
     outside torch.func's layers, which would wrap lengths, whose values the checks read."""
@@ -134,10 +130,9 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused_grads_of_saved):
         _zeros_if_none(dc_n, x, (B, H)), x, w_ih, w_hh, w_hr, lengths, ctx.reverse,
         ctx.has_bias, gates, hs, cs, h_raw, need_dx, need_dw)
     dx = dx if need_dx else None
-    if not need_dw:
-        return dx, None, None, None, None, None, dh0, dc0, None, None
-    db = db if ctx.has_bias else None
-    dw_hr = dw_hr if w_hr is not None else None
+    dw_ih, dw_hh = (dw_ih, dw_hh) if need_dw else (None, None)
+    db = db if ctx.has_bias and need_dw else None
+    dw_hr = dw_hr if w_hr is not None and need_dw else None
     return dx, dw_ih, dw_hh, db, db, dw_hr, dh0, dc0, None, None
 
 
@@ -215,10 +210,8 @@ def _gru_backward(ctx, dy, dh_n, *_unused_grads_of_saved):
         _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
         lengths, ctx.reverse, ctx.has_bias, gates, hs, hn, need_dx, need_dw)
     dx = dx if need_dx else None
-    if not need_dw:
-        return dx, None, None, None, None, dh0, None, None
-    if not ctx.has_bias:
-        db_ih = db_hh = None
+    dw_ih, dw_hh = (dw_ih, dw_hh) if need_dw else (None, None)
+    db_ih, db_hh = (db_ih, db_hh) if ctx.has_bias and need_dw else (None, None)
     return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, None, None
 
 
@@ -290,9 +283,8 @@ def _rnn_backward(ctx, dy, dh_n, _unused_grad_of_hs):
         _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
         lengths, ctx.reverse, ctx.relu, ctx.has_bias, hs, need_dx, need_dw)
     dx = dx if need_dx else None
-    if not need_dw:
-        return dx, None, None, None, None, dh0, None, None, None
-    db = db if ctx.has_bias else None
+    dw_ih, dw_hh = (dw_ih, dw_hh) if need_dw else (None, None)
+    db = db if ctx.has_bias and need_dw else None
     return dx, dw_ih, dw_hh, db, db, dh0, None, None, None
 
 
