@@ -8,7 +8,7 @@ repo=$(cd "$here/../.." && pwd)
 torch_dir=$("${PYTHON:-python}" -c "import os, torch; print(os.path.dirname(torch.__file__))")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-flags=(-O3 -std=c++20 -fopenmp -mavx2 -mfma -mf16c -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2
+flags=(-O3 -std=c++20 -fopenmp ${ARCH_FLAGS:--mavx2 -mfma -mf16c -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2}
        -D_GLIBCXX_USE_CXX11_ABI=1 -I"$torch_dir/include" -I"$torch_dir/include/torch/csrc/api/include"
        -I"$repo/csrc/cpu")
 g++ "${flags[@]}" "$here/blocked_ab.cpp" "$repo/csrc/cpu/blocked_gemm.cpp" \

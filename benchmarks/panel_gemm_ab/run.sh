@@ -15,7 +15,7 @@ shapes=("$@")
 [ ${#shapes[@]} -eq 0 ] && shapes=("1 1024 256" "8 1024 256" "16 1024 256" "64 2048 512" "64 1024 1024" "256 1024 512")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-flags=(-O3 -std=c++17 -fopenmp -mavx2 -mfma -mf16c -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2
+flags=(-O3 -std=c++17 -fopenmp ${ARCH_FLAGS:--mavx2 -mfma -mf16c -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2}
        -D_GLIBCXX_USE_CXX11_ABI=1 -I"$torch_dir/include" -I"$repo/csrc/cpu")
 decl="" table="" objs=()
 for i in "${!variants[@]}"; do

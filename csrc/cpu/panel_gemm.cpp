@@ -76,7 +76,7 @@ void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
       const float* panel = panels + q * kPanel * k;
       for (int64_t p0 = 0; p0 == 0 || p0 < k; p0 += depth) {
         const int64_t d = std::min(depth, k - p0);
-        // The first block of 6 rows fetches the slice that comes next (measured: +5-9%
+        // A first block of 6+ rows fetches the slice that comes next (measured: +5-9%
         // at 12-64 rows; slower when the first block has only 4 rows).
         const NextSlice next =
             next_slice(panel, q + 1 < last ? panel + kPanel * k : nullptr, p0, d, 0, k, depth);
@@ -88,7 +88,7 @@ void panel_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda,
             for (int64_t j = 0; j < rows; ++j) prefetch(C + (r + j) * ldc + col);
           kernels<ALayout::kRows>[rows](d, A + r * lda + p0, lda, panel + p0 * kPanel, cols,
                                         p0 == 0 ? beta : 1.0f, C + r * ldc + col, ldc,
-                                        r == 0 && rows == kRowBlock ? next.p : nullptr, next.k);
+                                        r == 0 && rows >= 6 ? next.p : nullptr, next.k);
         }
       }
     }

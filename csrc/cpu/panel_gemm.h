@@ -4,12 +4,14 @@
 // op(B) is packed once per layer call into panels two SIMD vectors wide (16 columns with
 // AVX2; for each k row, the panel's columns contiguous, zero-padded at the edge). Each
 // step then takes the panels in order, each in slices of 16 KB (256 k rows with AVX2) that
-// stay in L1, and per block of 6 rows of A (4 when m <= 8) keeps 6 x 2 vectors of sums in
-// registers (the register kernel is panel_kernel.h, shared with blocked_gemm.h). With
-// beta != 0 a block's rows of C are fetched before its k loop: C is read at the loop's
-// end, and a time loop's C (the step's input projection) is cold by then. Measured
-// against MKL's packed sgemm on one core (benchmarks/NOTES.md): 2-3x at m <= 8, 1.2-1.6x
-// at m = 9..128 and 1.0-1.2x at m = 160..512 for k up to 2048. float32 only.
+// stay in L1, and per block of 6 rows of A (4 when m <= 8; with AVX-512 8 rows) keeps
+// rows x 2 vectors of sums in registers (the register kernel is panel_kernel.h, shared
+// with blocked_gemm.h). With beta != 0 a block's rows of C are fetched before its k loop:
+// C is read at the loop's end, and a time loop's C (the step's input projection) is cold
+// by then. Measured against MKL's packed sgemm on one core (benchmarks/NOTES.md): on AMD
+// Zen 3 (AVX2) 2-3x at m <= 8, 1.2-1.6x at m = 9..128 and 1.0-1.2x at m = 160..512 for k
+// up to 2048; on an Intel Xeon with AVX-512 (session 9) 0.6-0.95x alone, yet as fast or
+// faster inside the time loops, so kept there too. float32 only.
 #pragma once
 
 #include <cstdint>

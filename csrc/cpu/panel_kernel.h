@@ -1,13 +1,15 @@
 // The register kernel shared by the CPU GEMMs on packed panels: panel_gemm.cpp (the
 // per-step products of the time loops) and blocked_gemm.cpp (the large products before
-// and after them). R <= 6 rows of C times one panel of op(B), two SIMD vectors wide (for
+// and after them). R <= kRowBlock rows of C times one panel of op(B), two SIMD vectors wide (for
 // each k row, the panel's columns contiguous, zero-padded at the edge).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <utility>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -18,8 +20,10 @@ namespace fused_rnn::cpu::panel {
 using Vec = at::vec::Vectorized<float>;
 inline constexpr int64_t kL = Vec::size();
 inline constexpr int64_t kPanel = 2 * kL;  // columns per panel: two vectors
-inline constexpr int kRowBlock = 6;        // rows per pass: 2 x 6 accumulators stay in registers
-inline constexpr int kFewRowBlock = 4;     // rows per pass when m <= 8 (4 + 4 beats 6 + 2)
+// Rows per pass: 2 x kRowBlock accumulators stay in registers (16 with AVX2, 32 with AVX-512).
+inline constexpr int kRowBlock = kL == 16 ? 8 : 6;
+// Rows per pass when m <= 8: with AVX2 4 + 4 beats 6 + 2; with AVX-512 all 8 at once.
+inline constexpr int kFewRowBlock = kL == 16 ? 8 : 4;
 inline constexpr int64_t kDepth = 4096 / kPanel;  // k rows per pass: a 16 KB slice stays in L1
 
 // k cut into equal slices of at most kDepth rows: their depth (k = 0: one empty slice).
@@ -83,7 +87,7 @@ void rows(int64_t k, const float* A, int64_t lda, const float* panel, int64_t co
           float* C, int64_t ldc, const float* next, int64_t next_k) {
   static_assert(R >= 1 && R <= kRowBlock);
   Vec l0(0.0f), h0(0.0f), l1(0.0f), h1(0.0f), l2(0.0f), h2(0.0f), l3(0.0f), h3(0.0f),
-      l4(0.0f), h4(0.0f), l5(0.0f), h5(0.0f);
+      l4(0.0f), h4(0.0f), l5(0.0f), h5(0.0f), l6(0.0f), h6(0.0f), l7(0.0f), h7(0.0f);
   auto a = [&](int r, int64_t q) {
     if constexpr (Layout == ALayout::kPacked) return A[q * kRowBlock + r];
     else return A[r * lda + q];
@@ -121,6 +125,8 @@ void rows(int64_t k, const float* A, int64_t lda, const float* panel, int64_t co
     if constexpr (R > 3) fma(l3, h3, a(3, q), b0, b1);
     if constexpr (R > 4) fma(l4, h4, a(4, q), b0, b1);
     if constexpr (R > 5) fma(l5, h5, a(5, q), b0, b1);
+    if constexpr (R > 6) fma(l6, h6, a(6, q), b0, b1);
+    if constexpr (R > 7) fma(l7, h7, a(7, q), b0, b1);
   };
   if constexpr (R > 2) {
     const int64_t fetched = next != nullptr ? std::min(k, next_k) : 0;
@@ -142,16 +148,22 @@ void rows(int64_t k, const float* A, int64_t lda, const float* panel, int64_t co
     if constexpr (R > 3) store_row(C + 3 * ldc, l3, h3, cols, beta);
     if constexpr (R > 4) store_row(C + 4 * ldc, l4, h4, cols, beta);
     if constexpr (R > 5) store_row(C + 5 * ldc, l5, h5, cols, beta);
+    if constexpr (R > 6) store_row(C + 6 * ldc, l6, h6, cols, beta);
+    if constexpr (R > 7) store_row(C + 7 * ldc, l7, h7, cols, beta);
   }
 }
 
 using RowsFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float, float*,
                         int64_t, const float*, int64_t);
 
+template <ALayout Layout, std::size_t... Rm1>
+constexpr std::array<RowsFn, kRowBlock + 1> kernel_table(std::index_sequence<Rm1...>) {
+  return {nullptr, &rows<static_cast<int>(Rm1) + 1, Layout>...};
+}
+
 // rows<R, Layout> by R at run time: kernels<Layout>[R] for R = 1..kRowBlock.
 template <ALayout Layout>
-inline constexpr RowsFn kernels[] = {nullptr,           &rows<1, Layout>, &rows<2, Layout>,
-                                     &rows<3, Layout>, &rows<4, Layout>, &rows<5, Layout>,
-                                     &rows<6, Layout>};
+inline constexpr std::array<RowsFn, kRowBlock + 1> kernels =
+    kernel_table<Layout>(std::make_index_sequence<kRowBlock>());
 
 }  // namespace fused_rnn::cpu::panel
