@@ -2,7 +2,8 @@
 torch.nn.LSTM: float32 packs W_hh once per call (into panel_gemm.h's panels at these
 batch sizes, MKL's layout for large tiles; up to 8 rows only from 8 or 16 steps, T = 9
 here, below that thin_gemm.h reads it as it is), with every row count a varlen batch
-produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm throughout; float64
+produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm throughout (=panels,
+=mkl: that packing for every packed product, whichever the CPU would pick); float64
 never packs (dgemm, or thin_gemm.h up to 8 rows)."""
 import pytest
 import torch
@@ -44,12 +45,14 @@ def test_build_reports_packed_gemm():
 @pytest.mark.parametrize("varlen", [False, True])
 @pytest.mark.parametrize("proj,bidir", [(0, False), (5, True)])
 @pytest.mark.parametrize("B", [PACKED_B, 8, 3, 1])
-@pytest.mark.parametrize("switch", ["1", "0"])
+@pytest.mark.parametrize("switch", ["1", "0", "panels", "mkl"])
 def test_packed_and_small_paths_match_torch(dtype, tol, varlen, proj, bidir, B, switch,
                                             monkeypatch):
     monkeypatch.setenv("FUSED_RNN_PACKED_GEMM", switch)
-    if switch == "0" and (B != PACKED_B or dtype != torch.float32):
+    if switch != "1" and (B != PACKED_B or dtype != torch.float32):
         pytest.skip("the switch only matters for float32; one batch size is enough")
+    if switch == "mkl" and fused_rnn.build_info()["cpu_packed_gemm"] != "1":
+        pytest.skip("no MKL packing in this torch")
     # H = 21: 84 gate columns, no multiple of any SIMD width.
     T, I, H = 9, 7, 21
     ref, ours = _pair(dtype, input_size=I, hidden_size=H, proj_size=proj, bidirectional=bidir)

@@ -22,15 +22,21 @@ template <typename T>
 void large_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
                 const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// Whether this is an Intel CPU (x86 vendor string "GenuineIntel"). MKL is Intel's own and
+// tuned there: our register kernels measured faster than MKL on AMD Zen 3 and slower on
+// an Intel Xeon (benchmarks/NOTES.md, sessions 5 and 9), so some choices depend on it.
+bool intel_cpu();
+
 // Which BLAS the GEMMs reach ("sgemm_/dgemm_ in libtorch" or "at::mm").
 const char* blas_backend();
 
 // The B operand of many GEMMs C[m, n] = A[m, k] op(B) + beta * C that share it, as in
 // a time loop's per-step h W^T: packed once per layer call, so no step re-packs it.
-// float32 only: into panel_gemm.h's panels where they suit (up to 512 rows; faster than
-// MKL there), else into MKL's packed layout when libtorch exports
-// cblas_sgemm_pack/compute. Otherwise (float64, no MKL, FUSED_RNN_PACKED_GEMM=0) gemm()
-// forwards to the plain gemm() above. The caller keeps B alive and unchanged while this
+// float32 only: into panel_gemm.h's panels where they suit (up to 512 rows, and on Intel
+// CPUs up to 31; faster than MKL there), else into MKL's packed layout when libtorch
+// exports cblas_sgemm_pack/compute. Otherwise (float64, no MKL, FUSED_RNN_PACKED_GEMM=0)
+// gemm() forwards to the plain gemm() above. FUSED_RNN_PACKED_GEMM=panels or =mkl picks
+// one packing wherever it can run (tests of both on any CPU; A/B runs). The caller keeps B alive and unchanged while this
 // object lives.
 template <typename T>
 class PackedB {
@@ -57,9 +63,9 @@ class PackedB {
   bool thin_;            // unpacked products of up to 8 rows go to thin_gemm.h
 };
 
-// Whether PackedB can use MKL's packing past the panels' 512 rows (MKL present and the
-// environment variable FUSED_RNN_PACKED_GEMM is not "0"; the switch, which also turns
-// off the panels, exists to measure the difference against plain sgemm).
+// Whether PackedB can use MKL's packing (MKL present and the environment variable
+// FUSED_RNN_PACKED_GEMM is not "0"; that switch, which also turns off the panels, exists
+// to measure the difference against plain sgemm).
 bool packed_gemm_enabled();
 
 }  // namespace fused_rnn::cpu

@@ -7,10 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <cpuid.h>
-#endif
-
+#include "blas.h"
 #include "panel_gemm.h"
 #include "panel_kernel.h"
 
@@ -65,16 +62,7 @@ Mode mode() {
 
 bool blocked_gemm_preferred() {
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool preferred = [] {
-    unsigned int max_leaf = 0, ebx = 0, ecx = 0, edx = 0;
-    if (__get_cpuid(0, &max_leaf, &ebx, &ecx, &edx) == 0) return false;
-    char vendor[13] = {};
-    std::memcpy(vendor, &ebx, 4);
-    std::memcpy(vendor + 4, &edx, 4);
-    std::memcpy(vendor + 8, &ecx, 4);
-    return std::strcmp(vendor, "GenuineIntel") != 0;
-  }();
-  return preferred;
+  return !intel_cpu();
 #else
   return false;
 #endif
