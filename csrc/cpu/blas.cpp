@@ -183,14 +183,18 @@ int64_t uses_to_pack(bool thin, int64_t max_m) {
 }
 
 // Whether the products go to panel_gemm.h's panels rather than MKL's packed GEMM. On
-// Intel, MKL's packed products from 32 rows were 0-9% faster inside the time loops
-// (LSTM and GRU, H = 256-512, B = 32-128; fewer rows: 8% slower at 16; session 9).
-bool use_panels(Packing mode, int64_t max_m) {
-  constexpr int64_t kMklRowsOnIntel = 32;
+// Intel, MKL's packed products of 32+ rows by a B of 256+ x 256+ were 0-9% faster inside
+// the time loops (LSTM and GRU, H = 512 split over 2 threads, B = 32-128); with fewer rows
+// (16: 8% slower) or a smaller B (H = 128: 15-20% slower; H = 256: the same) the panels
+// win there too (session 9).
+bool use_panels(Packing mode, int64_t max_m, int64_t k, int64_t n) {
+  constexpr int64_t kMklRowsOnIntel = 32, kMklDepthOnIntel = 256, kMklWidthOnIntel = 256;
   if (mode == Packing::kPanels || !have_mkl_packing())
     return mode == Packing::kPanels || panel_gemm_suits(max_m);
   if (mode == Packing::kMkl) return false;
-  return panel_gemm_suits(max_m) && (max_m < kMklRowsOnIntel || !intel_cpu());
+  const bool mkl_there = intel_cpu() && max_m >= kMklRowsOnIntel && k >= kMklDepthOnIntel &&
+                         n >= kMklWidthOnIntel;
+  return panel_gemm_suits(max_m) && !mkl_there;
 }
 }  // namespace
 
@@ -204,7 +208,7 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
     if (mode == Packing::kOff || B == nullptr || k == 0 || n == 0) return;
     if (uses < uses_to_pack(thin_, max_m)) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
-    if (use_panels(mode, max_m)) {
+    if (use_panels(mode, max_m, k, n)) {
       panels_ = true;
       buf_ = at::empty({panel_buffer_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
       panel_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());
