@@ -75,15 +75,17 @@ def test_within_a_few_ulp(fn, exact):
 
 
 def test_tanh_specials():
-    x = torch.tensor([float("inf"), -float("inf"), float("nan"), 1e-40, 20.0, -20.0])
+    x = torch.tensor([float("inf"), -float("inf"), float("nan"), 1e-40, 20.0, -20.0, 1e10,
+                      -1e10, 3e38, -3e38])
     y = _tanh(x)
     assert y[:2].tolist() == [1.0, -1.0]
     assert torch.isnan(y[2])
     assert y[3].item() == pytest.approx(1e-40, rel=1e-3)
-    assert y[4:].tolist() == [1.0, -1.0]
+    assert y[4:].tolist() == [1.0, -1.0] * 3
 
 
 def test_sigmoid_saturates_exactly():
-    y = _sigmoid(torch.tensor([100.0, -100.0, 1e4, -1e4, float("nan")]))
-    assert y[:4].tolist() == [1.0, 0.0, 1.0, 0.0]
-    assert torch.isnan(y[4])
+    y = _sigmoid(torch.tensor([100.0, -100.0, 1e4, -1e4, 1e10, -1e10, 3e38, -3e38,
+                               float("inf"), -float("inf"), float("nan")]))
+    assert y[:10].tolist() == [1.0, 0.0] * 5
+    assert torch.isnan(y[10])

@@ -18,7 +18,8 @@ using namespace panel;
 namespace {
 
 // Rows of C per chunk (a multiple of the row block): with transposed A, the packed slice
-// of the chunk's op(A) is 192 x 256 x 4 B = 192 KB with AVX2 (256 KB with AVX-512), in L2 while the panels pass over it.
+// of the chunk's op(A) is 192 x 256 x 4 B = 192 KB with AVX2 (256 x 128 x 4 B with
+// AVX-512), in L2 while the panels pass over it.
 constexpr int64_t kChunkRows = 32 * kRowBlock;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

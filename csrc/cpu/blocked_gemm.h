@@ -2,8 +2,8 @@
 // all steps, dx and the weight gradients over all steps; blas.h's large_gemm):
 //   C[m, n] = op(A) op(B) + beta * C,  row-major, op(X) = X^T when trans_X.
 // op(B) is packed once into panel_gemm.h's panels, shared by the threads; each thread
-// takes its chunks of <= 32 row blocks of C, packs that chunk's rows of op(A) by the row block (rows
-// adjacent for each k), and runs panel_kernel.h's register kernel over every panel, k
+// takes its chunks of <= 32 row blocks of C, packs that chunk's rows of op(A) by row block
+// (rows adjacent for each k), and runs panel_kernel.h's register kernel over every panel, k
 // in slices of 256 rows (128 with AVX-512; a slice of a panel is 16 KB, in L1). Row-major
 // A is packed for all k at once, so each panel's C tile stays hot over the slices;
 // transposed A (k = all steps, often thousands) one slice at a time, which keeps the

@@ -1,7 +1,7 @@
 // The register kernel shared by the CPU GEMMs on packed panels: panel_gemm.cpp (the
 // per-step products of the time loops) and blocked_gemm.cpp (the large products before
-// and after them). R <= kRowBlock rows of C times one panel of op(B), two SIMD vectors wide (for
-// each k row, the panel's columns contiguous, zero-padded at the edge).
+// and after them). R <= kRowBlock rows of C times one panel of op(B), two SIMD vectors
+// wide (for each k row, the panel's columns contiguous, zero-padded at the edge).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>

@@ -72,10 +72,12 @@ inline __m512 recip(__m512 d) {
   return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r0, _mm512_setzero_ps(), _CMP_NEQ_UQ), r);
 }
 
-// exp above, with 2^n applied by scalef (which also makes x > ln(FLT_MAX) inf).
+// exp above, with 2^n applied by scalef. x is clamped to [-86, 89]: past ln(FLT_MAX) =
+// 88.72 scalef overflows to inf by itself, and a larger x would lose r to cancellation.
 inline __m512 exp512(__m512 x) {
-  // max(-86, x) returns x when x is NaN (the second operand), so NaN stays NaN.
-  const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-86.0f), x);
+  // min and max return their second operand when either is NaN, so NaN stays NaN.
+  const __m512 xc =
+      _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-86.0f), x));
   const __m512 n = _mm512_roundscale_ps(
       _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
       _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
