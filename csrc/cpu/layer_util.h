@@ -9,6 +9,8 @@
 #include <cstring>
 #include <optional>
 
+#include "../grad_buffer.h"
+
 namespace fused_rnn::cpu {
 
 // Where step t reads its state from and writes it to (see lstm_args.h, gru_args.h).
@@ -27,11 +29,6 @@ inline void copy_row(S* dst, const S* src, int64_t n) {
 template <typename S>
 inline void zero_row(S* dst, int64_t n) {
   std::fill(dst, dst + n, S(0));
-}
-
-// A gradient the backward returns: `shape` when wanted, else empty ([0]; autograd gets None).
-inline at::Tensor grad_buffer(bool wanted, at::IntArrayRef shape, const at::TensorOptions& opts) {
-  return wanted ? at::empty(shape, opts) : at::empty({0}, opts);
 }
 
 // bfloat16 and float16 run in float32 (so states accumulate in float32).

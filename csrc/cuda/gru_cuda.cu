@@ -314,9 +314,9 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
   at::Tensor dh = dh_n.to(cell_dtype(dt), false, /*copy=*/true).contiguous();
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
-  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = need_dw ? at::empty({3 * H, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_hh = need_dw ? at::empty({3 * H, H}, opts) : at::empty({0}, opts);
+  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw, {3 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw, {3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {

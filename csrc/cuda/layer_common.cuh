@@ -7,6 +7,8 @@
 
 #include <optional>
 
+#include "../grad_buffer.h"
+
 namespace fused_rnn::cuda {
 
 // Where step t reads its state from and writes it to (see lstm_args.h, gru_args.h).

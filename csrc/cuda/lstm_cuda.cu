@@ -419,10 +419,10 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
   at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
   at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts.dtype(cdt)) : at::Tensor();
-  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = need_dw ? at::empty({4 * H, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_hh = need_dw ? at::empty({4 * H, P}, opts) : at::empty({0}, opts);
-  at::Tensor dw_hr = need_dw && proj ? at::empty({P, H}, opts) : at::empty({0}, opts);
+  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw, {4 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw, {4 * H, P}, opts);
+  at::Tensor dw_hr = grad_buffer(need_dw && proj, {P, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto c_tag) {

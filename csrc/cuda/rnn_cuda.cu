@@ -249,9 +249,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   // float32 for float16/bfloat16.
   at::Tensor dh = dh_n.to(cell_dtype(dt), false, /*copy=*/true).contiguous();
   at::Tensor da = at::empty({T, B, H}, opts);
-  at::Tensor dx = need_dx ? at::empty({T, B, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_ih = need_dw ? at::empty({H, I}, opts) : at::empty({0}, opts);
-  at::Tensor dw_hh = need_dw ? at::empty({H, H}, opts) : at::empty({0}, opts);
+  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw, {H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw, {H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const int64_t* lp = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   dispatch_types(op, dt, [&](auto t_tag, auto v_tag) {
