@@ -141,7 +141,10 @@ def extensions():
         ("FUSED_RNN_TORCH_VERSION", '"%s"' % torch.__version__),
         ("FUSED_RNN_CPU_CAPABILITY", '"%s"' % cap),
     ]
-    kwargs = dict(extra_link_args=["-fopenmp"])
+    # "-lstdc++" ahead of the driver's own libraries: the shared libstdc++ then provides every
+    # C++ runtime symbol, even from a compiler set up to add -static-libstdc++ (see
+    # check_shared_libstdcxx).
+    kwargs = dict(extra_link_args=["-fopenmp", "-lstdc++"])
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         archs = os.environ["TORCH_CUDA_ARCH_LIST"]
@@ -159,9 +162,39 @@ def extensions():
     return [ext]
 
 
+def check_shared_libstdcxx(path):
+    """Fails the build if libstdc++ was linked statically into the extension. torch loads the
+    shared libstdc++; a second, private copy inside _C then mixes its own std::locale facet ids
+    with the shared copy's locale objects, and the first error message that formats a number
+    (TORCH_CHECK with an int) segfaults. Seen with a g++ wrapper on one GPU machine."""
+    readelf = shutil.which("readelf")
+    if readelf is None or not path.endswith(".so"):
+        return
+    import subprocess
+    dyn = subprocess.run([readelf, "-d", "-W", path], capture_output=True, text=True).stdout
+    if "libstdc++.so" in dyn:
+        return
+    syms = subprocess.run([readelf, "-s", "-W", path], capture_output=True, text=True).stdout
+    if "_ZNSt6locale" not in syms:  # no C++ runtime inside: nothing to mix up
+        return
+    os.remove(path)
+    sys.exit(
+        "fused_rnn: the compiler (%s) linked libstdc++ statically into %s.\n"
+        "torch uses the shared libstdc++, and two copies in one process crash (a segfault in\n"
+        "the first error message that prints a number). Build with a compiler that links\n"
+        "libstdc++ dynamically, e.g. CXX=/usr/bin/g++ pip install --no-build-isolation ."
+        % (os.environ.get("CXX", "c++"), os.path.basename(path)))
+
+
 def build_ext_cmdclass():
     from torch.utils.cpp_extension import BuildExtension
-    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+    class Build(BuildExtension.with_options(use_ninja=True)):
+        def build_extension(self, ext):
+            super().build_extension(ext)
+            check_shared_libstdcxx(self.get_ext_fullpath(ext.name))
+
+    return {"build_ext": Build}
 
 
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
