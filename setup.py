@@ -141,10 +141,10 @@ def extensions():
         ("FUSED_RNN_TORCH_VERSION", '"%s"' % torch.__version__),
         ("FUSED_RNN_CPU_CAPABILITY", '"%s"' % cap),
     ]
-    # "-lstdc++" ahead of the driver's own libraries: the shared libstdc++ then provides every
-    # C++ runtime symbol, even from a compiler set up to add -static-libstdc++ (see
-    # check_shared_libstdcxx).
-    kwargs = dict(extra_link_args=["-fopenmp", "-lstdc++"])
+    # The shared libstdc++ this torch runs with, named ahead of the driver's own libraries, so it
+    # provides every C++ runtime symbol even from a compiler whose search path holds only
+    # libstdc++.a (see check_shared_libstdcxx).
+    kwargs = dict(extra_link_args=["-fopenmp", loaded_libstdcxx()])
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         archs = os.environ["TORCH_CUDA_ARCH_LIST"]
@@ -160,6 +160,19 @@ def extensions():
     print("fused_rnn: building CPU kernels for %s, CUDA kernels %s" % (
         cap, "for " + os.environ["TORCH_CUDA_ARCH_LIST"] if with_cuda else "off"))
     return [ext]
+
+
+def loaded_libstdcxx():
+    """Path of the libstdc++.so that this process (which imported torch) has loaded."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libstdc++.so"):
+                    return path
+    except OSError:
+        pass
+    return "-lstdc++"
 
 
 def check_shared_libstdcxx(path):
