@@ -144,7 +144,7 @@ def extensions():
     # The shared libstdc++ this torch runs with, named ahead of the driver's own libraries, so it
     # provides every C++ runtime symbol even from a compiler whose search path holds only
     # libstdc++.a (see check_shared_libstdcxx).
-    kwargs = dict(extra_link_args=["-fopenmp", loaded_libstdcxx()])
+    kwargs = dict(extra_link_args=["-fopenmp"] + loaded_libstdcxx())
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
         archs = os.environ["TORCH_CUDA_ARCH_LIST"]
@@ -163,16 +163,18 @@ def extensions():
 
 
 def loaded_libstdcxx():
-    """Path of the libstdc++.so that this process (which imported torch) has loaded."""
+    """Link arguments naming the libstdc++.so this process (which imported torch) has loaded."""
+    if not sys.platform.startswith("linux"):
+        return []
     try:
         with open("/proc/self/maps") as f:
             for line in f:
                 path = line.split()[-1]
                 if os.path.basename(path).startswith("libstdc++.so"):
-                    return path
+                    return [path]
     except OSError:
         pass
-    return "-lstdc++"
+    return ["-lstdc++"]
 
 
 def check_shared_libstdcxx(path):
@@ -188,15 +190,16 @@ def check_shared_libstdcxx(path):
     if "libstdc++.so" in dyn:
         return
     syms = subprocess.run([readelf, "-s", "-W", path], capture_output=True, text=True).stdout
-    if "_ZNSt6locale" not in syms:  # no C++ runtime inside: nothing to mix up
-        return
+    if not any("_ZNSt6locale" in l and " UND " not in l for l in syms.splitlines()):
+        return  # no C++ runtime defined inside: nothing to mix up
     os.remove(path)
     sys.exit(
-        "fused_rnn: the compiler (%s) linked libstdc++ statically into %s.\n"
+        "fused_rnn: the compiler (%s) linked libstdc++ statically into %s, although the link\n"
+        "named the shared one (%s).\n"
         "torch uses the shared libstdc++, and two copies in one process crash (a segfault in\n"
         "the first error message that prints a number). Build with a compiler that links\n"
         "libstdc++ dynamically, e.g. CXX=/usr/bin/g++ pip install --no-build-isolation ."
-        % (os.environ.get("CXX", "c++"), os.path.basename(path)))
+        % (os.environ.get("CXX", "c++"), os.path.basename(path), " ".join(loaded_libstdcxx())))
 
 
 def build_ext_cmdclass():

@@ -83,3 +83,29 @@ def test_cuda_input_without_cuda_kernels_is_a_clear_error():
     from fused_rnn._extension import check_device
     with pytest.raises(RuntimeError, match="built without CUDA kernels"):
         check_device("LSTM", torch.device("cuda"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF and /proc are Linux's")
+def test_one_libstdcxx_in_the_process():
+    """_C must use the shared libstdc++ torch loaded: a private static copy garbles or crashes
+    every error message that formats a number (seen with a g++ wrapper on a GPU machine)."""
+    import fused_rnn._C  # noqa: F401  (loaded by fused_rnn already; named for clarity)
+    with open("/proc/self/maps") as f:
+        paths = {line.split()[-1] for line in f if "/" in line}
+    stdcxx = {p for p in paths if p.rsplit("/", 1)[-1].startswith("libstdc++.so")}
+    assert len(stdcxx) == 1, stdcxx
+    ext = next(p for p in paths if p.rsplit("/", 1)[-1].startswith("_C.") and "fused_rnn" in p)
+    dyn = subprocess.run(["readelf", "-d", "-W", ext], capture_output=True, text=True)
+    if dyn.returncode != 0:
+        pytest.skip("readelf is not available")
+    assert "libstdc++.so" in dyn.stdout  # NEEDED: linked dynamically
+
+
+def test_error_messages_format_numbers():
+    # The symptom of a second libstdc++: "lengths[" and nothing after it, or a segfault.
+    x = torch.zeros(4, 2, 3)
+    w_ih, w_hh = torch.zeros(8, 3), torch.zeros(8, 2)
+    h0 = c0 = torch.zeros(2, 2)
+    with pytest.raises(RuntimeError, match=r"lengths\[0\] = 5 is outside \[0, seq_len = 4\]"):
+        torch.ops.fused_rnn.lstm_forward(x, w_ih, w_hh, None, None, None, h0, c0,
+                                         torch.tensor([5, 1]), False)
