@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -185,7 +186,6 @@ def check_shared_libstdcxx(path):
     readelf = shutil.which("readelf")
     if readelf is None or not path.endswith(".so"):
         return
-    import subprocess
     dyn = subprocess.run([readelf, "-d", "-W", path], capture_output=True, text=True).stdout
     if "libstdc++.so" in dyn:
         return
