@@ -4,9 +4,11 @@
 #include <torch/library.h>
 
 #include <string>
+#include <vector>
 
 #include "cpu/blas.h"
 #include "cpu/blocked_gemm.h"
+#include "cpu/step_team.h"
 
 #ifndef FUSED_RNN_TORCH_VERSION
 #define FUSED_RNN_TORCH_VERSION "unknown"
@@ -45,6 +47,16 @@ std::string build_info() {
   // Whether this CPU's large float32 products default to blocked_gemm (not Intel's x86).
   s += std::string("cpu_blocked_gemm=") + (cpu::blocked_gemm_preferred() ? "1" : "0") + "\n";
   return s;
+}
+
+// How a CPU time loop over B rows and H units, with weight_bytes of recurrent weights and
+// SIMD vectors `align` wide, would split over torch's threads now (step_team.h):
+// [how, blocks] with how 0 = one block, 1 = by units, 2 = by rows. For tests of the
+// choice and of FUSED_RNN_TEAM.
+std::vector<int64_t> cpu_team_plan(int64_t B, int64_t H, int64_t align, int64_t weight_bytes) {
+  const cpu::TeamPlan plan = cpu::plan_team(B, H, align, weight_bytes);
+  const int64_t how = plan.by_rows ? 2 : plan.units.count > 1 ? 1 : 0;
+  return {how, plan.count()};
 }
 
 }  // namespace
@@ -102,6 +114,7 @@ TORCH_LIBRARY(fused_rnn, m) {
       "rnn_check(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths) -> ()");
   m.def("build_info() -> str", &build_info);
+  m.def("cpu_team_plan(int B, int H, int align, int weight_bytes) -> int[]", &cpu_team_plan);
 }
 
 }  // namespace fused_rnn

@@ -34,9 +34,19 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         raise NotImplementedError
 
     def layer_weights(self, layer, direction):
-        names = self._all_weights[layer * (2 if self.bidirectional else 1) + direction]
-        found = {name.split("_l")[0]: getattr(self, name) for name in names}
-        return {role: found.get(role) for role in _ROLES}
+        """{role: parameter or None} for one (layer, direction); roles as in _ROLES."""
+        # Which parameter name plays each role, worked out once (a streaming call of one
+        # step spent ~5 us here); the parameters themselves are looked up on every call,
+        # as torch.nn does, so that reassigned or reparametrized weights are seen.
+        roles = self.__dict__.get("_layer_roles")
+        if roles is None:
+            roles = []
+            for names in self._all_weights:
+                found = {name.split("_l")[0]: name for name in names}
+                roles.append(tuple((role, found.get(role)) for role in _ROLES))
+            self.__dict__["_layer_roles"] = roles
+        k = layer * (2 if self.bidirectional else 1) + direction
+        return {role: None if name is None else getattr(self, name) for role, name in roles[k]}
 
     # --------------------------------------------------------------- states
 

@@ -1,9 +1,10 @@
-"""The CPU time loops split the hidden units over a team of threads (csrc/cpu/step_team.h):
-one block per thread, blocks a SIMD vector wide, the last one narrower or empty; or, for
-a narrow layer and a batch of at least 4 rows per thread, the batch rows. Parity with
-torch.nn must not depend on how many blocks there are, on blocks with tails, on empty
-blocks (a projection narrower than the team), on the split, or on varlen rows finishing
-inside a block. Thread counts above the core count are fine: OpenMP still runs every
+"""The CPU time loops split a layer over a team of threads (csrc/cpu/step_team.h): by
+batch rows, or by hidden units (one block per thread, blocks a SIMD vector wide, the last
+one narrower or empty), or not at all. Parity with torch.nn must not depend on how many
+blocks there are, on blocks with tails, on empty blocks (a projection narrower than the
+team), on the split, or on varlen rows finishing inside a block. The measured choice
+splits only larger layers than these tests use, so each test also forces every split
+(FUSED_RNN_TEAM). Thread counts above the core count are fine: OpenMP still runs every
 block at once (the per-step wait needs that), it only shares the cores."""
 import pytest
 import torch
@@ -12,6 +13,17 @@ from _cells import CELLS, make, make_state
 from _parity import TOL, assert_same, packed_input
 
 THREADS = (1, 2, 3, 5)
+SPLITS = ("auto", "units", "rows", "one")
+
+
+@pytest.fixture(params=SPLITS)
+def split(request, monkeypatch):
+    """How the time loops split the layer: the measured choice, or one forced."""
+    if request.param == "auto":
+        monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
+    else:
+        monkeypatch.setenv("FUSED_RNN_TEAM", request.param)
+    return request.param
 
 
 # hidden sizes: below one float64 vector (4), a tail (10), several blocks with a tail
@@ -19,8 +31,8 @@ THREADS = (1, 2, 3, 5)
 @pytest.mark.parametrize("threads", THREADS, indirect=True)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 @pytest.mark.parametrize("hidden_size", [3, 10, 16, 37])
-@pytest.mark.parametrize("batch", [5, 13])  # 13: split by rows for 2 and 3 threads
-def test_parity_any_team_size(threads, cell, hidden_size, batch):
+@pytest.mark.parametrize("batch", [5, 13])
+def test_parity_any_team_size(threads, split, cell, hidden_size, batch):
     torch.manual_seed(hidden_size)
     gen = torch.Generator().manual_seed(threads)
     ref, ours = make(cell, input_size=4, hidden_size=hidden_size, num_layers=2,
@@ -32,7 +44,7 @@ def test_parity_any_team_size(threads, cell, hidden_size, batch):
 @pytest.mark.parametrize("threads", THREADS, indirect=True)
 @pytest.mark.parametrize("proj_size", [1, 5, 9])
 @pytest.mark.parametrize("batch", [4, 14])
-def test_lstm_projection_any_team_size(threads, proj_size, batch):
+def test_lstm_projection_any_team_size(threads, split, proj_size, batch):
     lstm = CELLS[0]
     torch.manual_seed(proj_size)
     gen = torch.Generator().manual_seed(threads)
@@ -47,7 +59,7 @@ def test_lstm_projection_any_team_size(threads, proj_size, batch):
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 # float32 GEMM paths: panels for one tile of 4 rows, or split by rows into 3 tiles of 4
 @pytest.mark.parametrize("batch", [4, 12])
-def test_float32_any_team_size(threads, cell, batch):
+def test_float32_any_team_size(threads, split, cell, batch):
     torch.manual_seed(batch)
     gen = torch.Generator().manual_seed(batch)
     ref, ours = make(cell, torch.float32, input_size=8, hidden_size=40)
@@ -102,3 +114,40 @@ def test_results_do_not_depend_on_the_team_size():
         torch.set_num_threads(before)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+ONE, UNITS, ROWS = 0, 1, 2
+MB = 1 << 20
+
+
+@pytest.mark.parametrize("threads", (2,), indirect=True)
+@pytest.mark.parametrize("B,H,weight_bytes,want", [
+    (16, 256, 1 * MB, (ROWS, 2)),   # the weights stay in each thread's L2: rows
+    (8, 256, 1 * MB, (ROWS, 2)),    # 4 rows per thread are enough
+    (4, 256, 1 * MB, (UNITS, 2)),   # 2 rows per thread are not
+    (32, 512, 4 * MB, (UNITS, 2)),  # 16 rows per thread would stream 4 MB per step
+    (64, 512, 4 * MB, (ROWS, 2)),   # 32 rows per thread: they may
+    (1, 128, MB // 4, (UNITS, 2)),  # 64 units per thread
+    (1, 96, MB // 8, (ONE, 1)),     # 48 units per thread: one thread
+    (16, 32, MB // 64, (ROWS, 2)),  # too narrow for units, rows as before
+])
+def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
+    """The measured choice of split (step_team.h's plan_team) for 2 threads and float32
+    vectors of 16."""
+    monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
+    assert tuple(torch.ops.fused_rnn.cpu_team_plan(B, H, 16, weight_bytes)) == want
+
+
+@pytest.mark.parametrize("threads", (3,), indirect=True)
+def test_team_plan_can_be_forced(threads, monkeypatch):
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("blocks of units need OpenMP (every block runs at once)")
+    plan = torch.ops.fused_rnn.cpu_team_plan
+    for value, want in [("units", (UNITS, 3)), ("rows", (ROWS, 3)), ("one", (ONE, 1)),
+                        ("auto", (ONE, 1)), ("bogus", (ONE, 1))]:
+        monkeypatch.setenv("FUSED_RNN_TEAM", value)
+        assert tuple(plan(5, 40, 8, 6400)) == want, value
+    monkeypatch.setenv("FUSED_RNN_TEAM", "rows")
+    assert tuple(plan(2, 40, 8, 6400)) == (ROWS, 2)  # no more blocks than rows
+    monkeypatch.setenv("FUSED_RNN_TEAM", "units")
+    assert tuple(plan(5, 12, 8, 6400)) == (UNITS, 2)  # no more blocks than vectors

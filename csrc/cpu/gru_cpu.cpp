@@ -34,7 +34,8 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   large_gemm<S>(false, true, T * B, G3, I, S(1), x, I, w_ih, I, S(0), gates, G3);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const int64_t weight_bytes = G3 * H * int64_t{sizeof(S)};  // read every step
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
   const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows(), T);
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
@@ -73,7 +74,8 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
   // its batch rows [b0, b1).
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const int64_t weight_bytes = G3 * H * int64_t{sizeof(S)};  // read every step
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
   const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T);
   const BiasGradSums<S> db(has_bias && need_dw, plan, 2 * G3, opts);  // [db_ih | db_hh]
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards

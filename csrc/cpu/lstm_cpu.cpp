@@ -34,7 +34,9 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
   // output columns outs of unit block u, for its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
-  const TeamPlan plan = plan_team(B, H, lanes);
+  // W_hh and W_hr, read every step
+  const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) * int64_t{sizeof(S)};
+  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
   const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows(), T);
   const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows(), T);
@@ -105,7 +107,9 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
   // blocks without a projection, so dL/dh of its units never leaves the thread), for
   // its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
-  const TeamPlan plan = plan_team(B, H, lanes);
+  // W_hh and W_hr, read every step
+  const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) * int64_t{sizeof(S)};
+  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes);
   const UnitBlocks units = plan.units, outs = split_blocks(P, units.count, lanes);
   // Block u's columns `outs` of W_hh for dL/dh_prev = dgates W_hh, and its columns
   // `units` of W_hr for dL/dh_raw = dr W_hr.

@@ -33,7 +33,8 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   large_gemm<S>(false, true, T * B, H, I, S(1), x, I, w_ih, I, S(0), y, H);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const int64_t weight_bytes = H * H * int64_t{sizeof(S)};  // read every step
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
   const GateRowSlices<S> whh(w_hh, 1, H, H, plan.units, plan.max_rows(), T);
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
@@ -67,7 +68,8 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
   // its batch rows [b0, b1).
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size());
+  const int64_t weight_bytes = H * H * int64_t{sizeof(S)};  // read every step
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
   const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows(), T);
   const BiasGradSums<S> db(has_bias && need_dw, plan, H, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards

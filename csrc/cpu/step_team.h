@@ -1,13 +1,13 @@
 // A time loop run by one team of threads for all its steps.
 //
-// The hidden units [0, H) are split into blocks; a block's work at step s (its slice of
-// the per-step GEMM and its slice of the fused pointwise pass) runs on the thread that
-// owns the block at every step, so that thread's slice of W_hh stays in its cache. Step
-// s of any block starts only when every block has finished step s - 1: one wait per
-// step instead of a fork/join for the GEMM and another for the pointwise pass (at
-// small shapes those two fork/joins cost as much as the step's arithmetic; see
-// benchmarks/NOTES.md). A layer too narrow to split that way is split by batch rows
-// instead, which need no waits at all (TeamPlan).
+// The batch rows [0, B) or the hidden units [0, H) are split into blocks; a block's work
+// at step s (its slice of the per-step GEMM and its slice of the fused pointwise pass)
+// runs on the thread that owns the block at every step, so that thread's weights (all
+// of W_hh, or its units' slice) stay in its cache. Blocks of rows never wait for each
+// other. With blocks of units, step s of any block starts only when every block has
+// finished step s - 1: one wait per step instead of a fork/join for the GEMM and another
+// for the pointwise pass (at small shapes those two fork/joins cost as much as the
+// step's arithmetic; see benchmarks/NOTES.md). plan_team says which split pays.
 #pragma once
 
 #include <ATen/Config.h>
@@ -15,7 +15,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <exception>
+#include <string>
 #include <thread>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -51,10 +53,9 @@ struct Tile {
 };
 
 // How a time loop over B rows and H hidden units is spread over a team of threads:
-// by blocks of units (every row; a step waits for the previous step of every block,
-// since h_prev W_hh^T needs all units), or, when the layer is too narrow for that to
-// pay and the batch is large, by blocks of rows (every unit; rows never wait for each
-// other).
+// by blocks of rows (every unit; rows never wait for each other), by blocks of units
+// (every row; a step waits for the previous step of every block, since h_prev W_hh^T
+// needs all units), or one block of everything (one thread).
 struct TeamPlan {
   UnitBlocks units;  // one block when split by rows
   UnitBlocks rows;   // one block when split by units
@@ -68,9 +69,34 @@ struct TeamPlan {
   }
 };
 
-inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align) {
-  // Narrower unit blocks make each thread's per-gate GEMMs a few columns wide.
-  constexpr int64_t kMinUnitsPerThread = 64;
+// FUSED_RNN_TEAM=units, =rows or =one forces that split wherever it can run (tests cover
+// every split at sizes the measured choice would not split; A/B runs); unset or anything
+// else: the measured choice below. Read once per layer call.
+enum class TeamSplit { kAuto, kUnits, kRows, kOne };
+inline TeamSplit team_split_override() {
+  const char* env = std::getenv("FUSED_RNN_TEAM");
+  if (env == nullptr) return TeamSplit::kAuto;
+  const std::string v(env);
+  if (v == "units") return TeamSplit::kUnits;
+  if (v == "rows") return TeamSplit::kRows;
+  if (v == "one") return TeamSplit::kOne;
+  return TeamSplit::kAuto;
+}
+
+// weight_bytes: the recurrent weights one step multiplies by (W_hh, and W_hr with a
+// projection). Measured on an Intel Xeon, 2 threads (benchmarks/NOTES.md, session 11):
+// - By rows wherever each thread gets 4+ rows and either the weights stay in its L2
+//   (up to 1 MB) or its rows are many enough (32+) for it to stream them from L3: by
+//   units every step waits for the slowest block, and a VM's threads are descheduled
+//   often enough that those waits cost more than re-reading the weights (LSTM T = 100,
+//   B = 16, H = 256: 9.9 against 10.9 ms; B = 64, H = 512: 68 against 73 ms).
+// - Else by units, with 64+ units per thread (narrower blocks make per-gate GEMMs a
+//   few columns wide);
+// - else on one thread: the per-step wait costs more than half a tiny step
+//   (T = 100, B = 1, H = 32: 49 against 149 us).
+inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_bytes) {
+  constexpr int64_t kMinUnitsPerThread = 64, kMinRowsPerThread = 4;
+  constexpr int64_t kCachedWeightBytes = int64_t{1} << 20, kStreamingRowsPerThread = 32;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t vectors = std::max<int64_t>(1, (H + align - 1) / align);
 #if AT_PARALLEL_OPENMP
@@ -82,11 +108,24 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align) {
 #endif
   const UnitBlocks all_rows{1, B, B};
   const int64_t unit_width = (vectors + unit_threads - 1) / unit_threads * align;
-  if (threads > 1 && B >= 4 * threads && (unit_threads == 1 || unit_width < kMinUnitsPerThread)) {
-    const int64_t count = std::min(threads, B);
-    return {split_blocks(H, 1, align), UnitBlocks{count, (B + count - 1) / count, B}, true};
+  const bool units_pay = unit_threads > 1 && unit_width >= kMinUnitsPerThread;
+  const bool rows_pay = threads > 1 && B >= kMinRowsPerThread * threads &&
+                        (weight_bytes <= kCachedWeightBytes ||
+                         B >= kStreamingRowsPerThread * threads || !units_pay);
+  const TeamSplit forced = team_split_override();
+  const int64_t row_count = std::max<int64_t>(1, std::min(threads, B));
+  const TeamPlan by_rows{split_blocks(H, 1, align),
+                         UnitBlocks{row_count, (B + row_count - 1) / row_count, B}, true};
+  const TeamPlan by_units{split_blocks(H, unit_threads, align), all_rows, false};
+  const TeamPlan one{split_blocks(H, 1, align), all_rows, false};
+  switch (forced) {
+    case TeamSplit::kUnits: return by_units;
+    case TeamSplit::kRows: return threads > 1 ? by_rows : one;
+    case TeamSplit::kOne: return one;
+    case TeamSplit::kAuto: break;
   }
-  return {split_blocks(H, unit_threads, align), all_rows, false};
+  if (rows_pay) return by_rows;
+  return units_pay ? by_units : one;
 }
 
 namespace detail {
