@@ -118,8 +118,13 @@ def test_results_do_not_depend_on_the_team_size():
 
 ONE, UNITS, ROWS = 0, 1, 2
 MB = 1 << 20
+# Blocks of units need every block running at once, which only OpenMP promises.
+needs_openmp = pytest.mark.skipif(
+    "parallel backend: OpenMP" not in torch.__config__.parallel_info(),
+    reason="this torch's parallel backend is not OpenMP: no blocks of units")
 
 
+@needs_openmp
 @pytest.mark.parametrize("threads", (2,), indirect=True)
 @pytest.mark.parametrize("B,H,weight_bytes,want", [
     (16, 256, 1 * MB, (ROWS, 2)),   # the weights stay in each thread's L2: rows
@@ -138,10 +143,9 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
     assert tuple(torch.ops.fused_rnn.cpu_team_plan(B, H, 16, weight_bytes)) == want
 
 
+@needs_openmp
 @pytest.mark.parametrize("threads", (3,), indirect=True)
 def test_team_plan_can_be_forced(threads, monkeypatch):
-    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        pytest.skip("blocks of units need OpenMP (every block runs at once)")
     plan = torch.ops.fused_rnn.cpu_team_plan
     for value, want in [("units", (UNITS, 3)), ("rows", (ROWS, 3)), ("one", (ONE, 1)),
                         ("auto", (ONE, 1)), ("bogus", (ONE, 1))]:
