@@ -144,6 +144,20 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
 
 
 @needs_openmp
+@pytest.mark.parametrize("threads", (5,), indirect=True)
+@pytest.mark.parametrize("B,H,weight_bytes,want", [
+    (16, 256, 1 * MB, (ROWS, 4)),   # 4 rows each for 4 threads, as many as by units
+    (8, 1024, 16 * MB, (UNITS, 5)),  # by rows only 2 threads
+    (1, 128, MB // 4, (UNITS, 2)),  # 64 units each for 2 threads, not 5
+    (4, 96, MB // 8, (ONE, 1)),
+])
+def test_team_plan_choice_with_more_threads(threads, monkeypatch, B, H, weight_bytes, want):
+    """Past the minimums (4 rows, 64 units per thread) fewer threads take part."""
+    monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
+    assert tuple(torch.ops.fused_rnn.cpu_team_plan(B, H, 16, weight_bytes)) == want
+
+
+@needs_openmp
 @pytest.mark.parametrize("threads", (3,), indirect=True)
 def test_team_plan_can_be_forced(threads, monkeypatch):
     plan = torch.ops.fused_rnn.cpu_team_plan

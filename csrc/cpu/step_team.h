@@ -94,6 +94,8 @@ inline TeamSplit team_split_override() {
 //   few columns wide);
 // - else on one thread: the per-step wait costs more than half a tiny step
 //   (T = 100, B = 1, H = 32: 49 against 149 us).
+// With more threads than those minimums allow, fewer threads take part (a split by rows
+// is preferred only if it keeps at least as many threads busy as one by units).
 inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_bytes) {
   constexpr int64_t kMinUnitsPerThread = 64, kMinRowsPerThread = 4;
   constexpr int64_t kCachedWeightBytes = int64_t{1} << 20, kStreamingRowsPerThread = 32;
@@ -107,25 +109,27 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
   const int64_t unit_threads = 1;
 #endif
   const UnitBlocks all_rows{1, B, B};
-  const int64_t unit_width = (vectors + unit_threads - 1) / unit_threads * align;
-  const bool units_pay = unit_threads > 1 && unit_width >= kMinUnitsPerThread;
-  const bool rows_pay = threads > 1 && B >= kMinRowsPerThread * threads &&
-                        (weight_bytes <= kCachedWeightBytes ||
-                         B >= kStreamingRowsPerThread * threads || !units_pay);
-  const TeamSplit forced = team_split_override();
-  const int64_t row_count = std::max<int64_t>(1, std::min(threads, B));
-  const TeamPlan by_rows{split_blocks(H, 1, align),
-                         UnitBlocks{row_count, (B + row_count - 1) / row_count, B}, true};
-  const TeamPlan by_units{split_blocks(H, unit_threads, align), all_rows, false};
-  const TeamPlan one{split_blocks(H, 1, align), all_rows, false};
-  switch (forced) {
-    case TeamSplit::kUnits: return by_units;
-    case TeamSplit::kRows: return threads > 1 ? by_rows : one;
-    case TeamSplit::kOne: return one;
+  auto rows_over = [&](int64_t n) {
+    n = std::max<int64_t>(1, std::min(n, B));
+    return TeamPlan{split_blocks(H, 1, align), UnitBlocks{n, (B + n - 1) / n, B}, true};
+  };
+  auto units_over = [&](int64_t n) {
+    return TeamPlan{split_blocks(H, n, align), all_rows, false};
+  };
+  switch (team_split_override()) {
+    case TeamSplit::kUnits: return units_over(unit_threads);
+    case TeamSplit::kRows: return rows_over(threads);
+    case TeamSplit::kOne: return units_over(1);
     case TeamSplit::kAuto: break;
   }
-  if (rows_pay) return by_rows;
-  return units_pay ? by_units : one;
+  // As many threads as get 64+ units (blocks are whole vectors) or 4+ rows each.
+  const int64_t unit_count = std::max<int64_t>(
+      1, std::min(unit_threads, vectors * align / kMinUnitsPerThread));
+  const int64_t row_count = std::max<int64_t>(1, std::min(threads, B / kMinRowsPerThread));
+  const bool rows_cheap = weight_bytes <= kCachedWeightBytes ||
+                          B >= kStreamingRowsPerThread * row_count || unit_count == 1;
+  if (row_count > 1 && row_count >= unit_count && rows_cheap) return rows_over(row_count);
+  return units_over(unit_count);
 }
 
 namespace detail {
