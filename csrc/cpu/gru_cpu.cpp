@@ -1,13 +1,13 @@
 // CPU implementation of the GRU layer ops (argument layout: gru_args.h).
 //
-// Forward: one GEMM for the input projection of every step, then the time loop on one
-// team of threads (step_team.h): per step, thread p multiplies h_prev by its packed
-// slice of W_hh (the 3 gate rows of its hidden units) into a scratch row block, kept
-// apart from the input projection since r scales its n block, and runs
-// gru_forward_elem on those units. Backward walks the steps in reverse the same way
-// (dh_prev += dgh W_hh for its units, then the cell's backward), then forms dx and
-// every weight gradient as one large GEMM (or sum) over all steps. Nothing is
-// allocated inside the time loops.
+// Forward: one GEMM for the input projection of every step, then the time loop on one team of
+// threads (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the
+// 3 gate rows of its hidden units; all of W_hh for its rows when the team splits the batch)
+// into a scratch row block, kept apart from the input projection since r scales its n block,
+// and runs gru_forward_elem on those units. Backward walks the steps in reverse the same way
+// (dh_prev += dgh W_hh for its units, then the cell's backward), then forms dx and every
+// weight gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the
+// time loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

@@ -1,11 +1,11 @@
 // CPU implementation of the LSTM layer ops (argument layout: lstm_args.h).
 //
-// Forward: one GEMM for the input projection of every step, then the time loop on one
-// team of threads (step_team.h): per step, thread p multiplies h_prev by its packed
-// slice of W_hh (the 4 gate rows of its hidden units) and runs lstm_forward_elem on
-// those units. Backward walks the steps in reverse the same way (its slice of
-// dgates W_hh, then the cell's backward on its units), then forms dx and every weight
-// gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the
+// Forward: one GEMM for the input projection of every step, then the time loop on one team of
+// threads (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the
+// 4 gate rows of its hidden units; all of W_hh for its rows when the team splits the batch)
+// and runs lstm_forward_elem on those units. Backward walks the steps in reverse the same way
+// (its slice of dgates W_hh, then the cell's backward on its units), then forms dx and every
+// weight gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the
 // time loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>

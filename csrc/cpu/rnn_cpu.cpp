@@ -1,12 +1,11 @@
 // CPU implementation of the Elman RNN layer ops (argument layout: rnn_args.h).
 //
-// Forward: one GEMM writes the input projection of every step into y, then the time
-// loop on one team of threads (step_team.h): per step, thread p adds h_prev times its
-// packed rows of W_hh to its columns of y and turns them into the new state, in place
-// (y is its own pre-activation buffer). Backward walks the steps in reverse the same
-// way, then forms dx and every weight gradient as one large GEMM (or sum) over all
-// steps.
-// Nothing is allocated inside the time loops.
+// Forward: one GEMM writes the input projection of every step into y, then the time loop on
+// one team of threads (step_team.h): per step, thread p adds h_prev times its packed rows of
+// W_hh (all of them for its batch rows when the team splits the batch) to its columns of y and
+// turns them into the new state, in place (y is its own pre-activation buffer). Backward walks
+// the steps in reverse the same way, then forms dx and every weight gradient as one large GEMM
+// (or sum) over all steps. Nothing is allocated inside the time loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
