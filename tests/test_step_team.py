@@ -125,34 +125,23 @@ needs_openmp = pytest.mark.skipif(
 
 
 @needs_openmp
-@pytest.mark.parametrize("threads", (2,), indirect=True)
-@pytest.mark.parametrize("B,H,weight_bytes,want", [
-    (16, 256, 1 * MB, (ROWS, 2)),   # the weights stay in each thread's L2: rows
-    (8, 256, 1 * MB, (ROWS, 2)),    # 4 rows per thread are enough
-    (4, 256, 1 * MB, (UNITS, 2)),   # 2 rows per thread are not
-    (32, 512, 4 * MB, (UNITS, 2)),  # 16 rows per thread would stream 4 MB per step
-    (64, 512, 4 * MB, (ROWS, 2)),   # 32 rows per thread: they may
-    (1, 128, MB // 4, (UNITS, 2)),  # 64 units per thread
-    (1, 96, MB // 8, (ONE, 1)),     # 48 units per thread: one thread
-    (16, 32, MB // 64, (ROWS, 2)),  # too narrow for units, rows as before
-])
+@pytest.mark.parametrize("threads,B,H,weight_bytes,want", [
+    (2, 16, 256, 1 * MB, (ROWS, 2)),    # the weights stay in each thread's L2: rows
+    (2, 8, 256, 1 * MB, (ROWS, 2)),     # 4 rows per thread are enough
+    (2, 4, 256, 1 * MB, (UNITS, 2)),    # 2 rows per thread are not
+    (2, 32, 512, 4 * MB, (UNITS, 2)),   # 16 rows per thread would stream 4 MB per step
+    (2, 64, 512, 4 * MB, (ROWS, 2)),    # 32 rows per thread: they may
+    (2, 1, 128, MB // 4, (UNITS, 2)),   # 64 units per thread
+    (2, 1, 96, MB // 8, (ONE, 1)),      # 48 units per thread: one thread
+    (2, 16, 32, MB // 64, (ROWS, 2)),   # too narrow for units, rows as before
+    # Past the minimums (4 rows, 64 units per thread) fewer threads take part.
+    (5, 16, 256, 1 * MB, (ROWS, 4)),    # 4 rows each for 4 threads, as many as by units
+    (5, 8, 1024, 16 * MB, (UNITS, 5)),  # by rows only 2 threads
+    (5, 1, 128, MB // 4, (UNITS, 2)),   # 64 units each for 2 threads, not 5
+    (5, 4, 96, MB // 8, (ONE, 1)),
+], indirect=["threads"])
 def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
-    """The measured choice of split (step_team.h's plan_team) for 2 threads and float32
-    vectors of 16."""
-    monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
-    assert tuple(torch.ops.fused_rnn.cpu_team_plan(B, H, 16, weight_bytes)) == want
-
-
-@needs_openmp
-@pytest.mark.parametrize("threads", (5,), indirect=True)
-@pytest.mark.parametrize("B,H,weight_bytes,want", [
-    (16, 256, 1 * MB, (ROWS, 4)),   # 4 rows each for 4 threads, as many as by units
-    (8, 1024, 16 * MB, (UNITS, 5)),  # by rows only 2 threads
-    (1, 128, MB // 4, (UNITS, 2)),  # 64 units each for 2 threads, not 5
-    (4, 96, MB // 8, (ONE, 1)),
-])
-def test_team_plan_choice_with_more_threads(threads, monkeypatch, B, H, weight_bytes, want):
-    """Past the minimums (4 rows, 64 units per thread) fewer threads take part."""
+    """The measured choice of split (step_team.h's plan_team) for float32 vectors of 16."""
     monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
     assert tuple(torch.ops.fused_rnn.cpu_team_plan(B, H, 16, weight_bytes)) == want
 
