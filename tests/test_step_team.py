@@ -3,8 +3,8 @@ batch rows, or by hidden units (one block per thread, blocks a SIMD vector wide,
 one narrower or empty), or not at all. Parity with torch.nn must not depend on how many
 blocks there are, on blocks with tails, on empty blocks (a projection narrower than the
 team), on the split, or on varlen rows finishing inside a block. The measured choice
-splits only larger layers than these tests use, so each test also forces every split
-(FUSED_RNN_TEAM). Thread counts above the core count are fine: OpenMP still runs every
+splits these small layers by rows (their weights are small), so each test also forces
+every split (FUSED_RNN_TEAM). Thread counts above the core count are fine: OpenMP still runs every
 block at once (the per-step wait needs that), it only shares the cores."""
 import pytest
 import torch
@@ -128,17 +128,23 @@ needs_openmp = pytest.mark.skipif(
 @pytest.mark.parametrize("threads,B,H,weight_bytes,want", [
     (2, 16, 256, 1 * MB, (ROWS, 2)),    # the weights stay in each thread's L2: rows
     (2, 8, 256, 1 * MB, (ROWS, 2)),     # 4 rows per thread are enough
-    (2, 4, 256, 1 * MB, (UNITS, 2)),    # 2 rows per thread are not
+    # 2 rows per thread are not; under 8 rows units neither: one team, whose products
+    # run in parallel inside
+    (2, 4, 256, 1 * MB, (ONE, 1)),
+    (2, 2, 512, 4 * MB, (ONE, 1)),
     (2, 32, 512, 4 * MB, (UNITS, 2)),   # 16 rows per thread would stream 4 MB per step
     (2, 64, 512, 4 * MB, (ROWS, 2)),    # 32 rows per thread: they may
-    (2, 1, 128, MB // 4, (UNITS, 2)),   # 64 units per thread
+    (2, 2, 128, MB // 4, (ROWS, 2)),    # weights up to 512 KB: rows, down to one each
+    (2, 1, 128, MB // 4, (UNITS, 2)),   # one row: 64 units per thread
+    (2, 1, 256, 1 * MB, (UNITS, 2)),
     (2, 1, 96, MB // 8, (ONE, 1)),      # 48 units per thread: one thread
     (2, 16, 32, MB // 64, (ROWS, 2)),   # too narrow for units, rows as before
-    # Past the minimums (4 rows, 64 units per thread) fewer threads take part.
+    # Past the minimums (4 rows with weights over 512 KB, 64 units per thread) fewer
+    # threads take part.
     (5, 16, 256, 1 * MB, (ROWS, 4)),    # 4 rows each for 4 threads, as many as by units
     (5, 8, 1024, 16 * MB, (UNITS, 5)),  # by rows only 2 threads
     (5, 1, 128, MB // 4, (UNITS, 2)),   # 64 units each for 2 threads, not 5
-    (5, 4, 96, MB // 8, (ONE, 1)),
+    (5, 4, 96, MB // 8, (ROWS, 4)),     # small weights: a row each for 4 threads
 ], indirect=["threads"])
 def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
     """The measured choice of split (step_team.h's plan_team) for float32 vectors of 16."""
@@ -151,7 +157,7 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
 def test_team_plan_can_be_forced(threads, monkeypatch):
     plan = torch.ops.fused_rnn.cpu_team_plan
     for value, want in [("units", (UNITS, 3)), ("rows", (ROWS, 3)), ("one", (ONE, 1)),
-                        ("auto", (ONE, 1)), ("bogus", (ONE, 1))]:
+                        ("auto", (ROWS, 3)), ("bogus", (ROWS, 3))]:
         monkeypatch.setenv("FUSED_RNN_TEAM", value)
         assert tuple(plan(5, 40, 8, 6400)) == want, value
     monkeypatch.setenv("FUSED_RNN_TEAM", "rows")

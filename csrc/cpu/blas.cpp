@@ -186,14 +186,19 @@ int64_t uses_to_pack(bool thin, int64_t max_m) {
 // Intel, MKL's packed products of 32+ rows by a B of 256+ x 256+ were 0-9% faster inside
 // the time loops (LSTM and GRU, H = 512 split over 2 threads, B = 32-128); with fewer rows
 // (16: 8% slower) or a smaller B (H = 128: 15-20% slower; H = 256: the same) the panels
-// win there too (session 9).
+// win there too (session 9). With 2-31 rows by a whole layer's W (at least 192K
+// floats: LSTM and GRU H >= 256, as a team that splits by rows or not at all multiplies
+// by) MKL wins as well: LSTM inference B = 8 and 16, H = 256 (4 and 8 rows per thread)
+// 8-10% faster, B = 2-4 on one team up to 13% (session 12; one row stays on the panels:
+// MKL was 15-25% slower there).
 bool use_panels(Packing mode, int64_t max_m, int64_t k, int64_t n) {
   constexpr int64_t kMklRowsOnIntel = 32, kMklDepthOnIntel = 256, kMklWidthOnIntel = 256;
+  constexpr int64_t kMklWholeWeights = int64_t{3} << 16;
   if (mode == Packing::kPanels || !have_mkl_packing())
     return mode == Packing::kPanels || panel_gemm_suits(max_m);
   if (mode == Packing::kMkl) return false;
-  const bool mkl_there = intel_cpu() && max_m >= kMklRowsOnIntel && k >= kMklDepthOnIntel &&
-                         n >= kMklWidthOnIntel;
+  const bool mkl_there = intel_cpu() && k >= kMklDepthOnIntel && n >= kMklWidthOnIntel &&
+                         (max_m >= kMklRowsOnIntel || (max_m >= 2 && k * n >= kMklWholeWeights));
   return panel_gemm_suits(max_m) && !mkl_there;
 }
 }  // namespace

@@ -33,7 +33,8 @@ const char* blas_backend();
 // The B operand of many GEMMs C[m, n] = A[m, k] op(B) + beta * C that share it, as in
 // a time loop's per-step h W^T: packed once per layer call, so no step re-packs it.
 // float32 only: into panel_gemm.h's panels where they suit (up to 512 rows; on Intel CPUs
-// up to 31 rows, or any k x n under 256 x 256; faster than MKL there), else into MKL's
+// one row, up to 31 rows by a k x n under 192K floats, or any k x n under 256 x 256;
+// faster than MKL there), else into MKL's
 // packed layout when libtorch exports cblas_sgemm_pack/compute. Otherwise (float64, no
 // MKL, FUSED_RNN_PACKED_GEMM=0) gemm() forwards to the plain gemm() above.
 // FUSED_RNN_PACKED_GEMM=panels or =mkl picks one packing wherever it can run (tests of

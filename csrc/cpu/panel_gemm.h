@@ -11,8 +11,9 @@
 // by then. Measured against MKL's packed sgemm on one core (benchmarks/NOTES.md): on AMD
 // Zen 3 (AVX2) 2-3x at m <= 8, 1.2-1.6x at m = 9..128 and 1.0-1.2x at m = 160..512 for k
 // up to 2048; on an Intel Xeon with AVX-512 (session 9) 0.6-0.95x alone, yet as fast or
-// faster inside the time loops below 32 rows or at H <= 256, where blas.cpp's use_panels
-// keeps them on Intel. float32 only.
+// faster inside the time loops for one row, for a slice of W narrower than 256 columns,
+// or below 32 rows by a small W, where blas.cpp's use_panels keeps them on Intel. float32
+// only.
 #pragma once
 
 #include <cstdint>

@@ -90,6 +90,14 @@ inline TeamSplit team_split_override() {
 //   units every step waits for the slowest block, and a VM's threads are descheduled
 //   often enough that those waits cost more than re-reading the weights (LSTM T = 100,
 //   B = 16, H = 256: 9.9 against 10.9 ms; B = 64, H = 512: 68 against 73 ms).
+//   With weights up to 512 KB (LSTM H <= 128, GRU H <= 160) rows pay down to one per
+//   thread (session 12, inference T = 200, 2 rows: LSTM H = 128 1.76-1.88x of torch.nn
+//   against 1.49-1.60x by units, GRU 5.35-5.67x against 4.34-4.69x).
+// - Else, for 2-7 rows, one team whose step products run in parallel inside (MKL's
+//   threads, or panel_gemm's over panels) and whose cell is one thread: by units the
+//   step waits for the slowest block, and at these sizes that cost more than the cell
+//   it shares (session 12: LSTM B = 2 H = 256 1.41-1.45x against 1.25-1.34x, B = 4
+//   H = 512 1.76-1.84x against 1.61-1.73x).
 // - Else by units, with 64+ units per thread (narrower blocks make per-gate GEMMs a
 //   few columns wide);
 // - else on one thread: the per-step wait costs more than half a tiny step
@@ -99,6 +107,7 @@ inline TeamSplit team_split_override() {
 inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_bytes) {
   constexpr int64_t kMinUnitsPerThread = 64, kMinRowsPerThread = 4;
   constexpr int64_t kCachedWeightBytes = int64_t{1} << 20, kStreamingRowsPerThread = 32;
+  constexpr int64_t kSmallWeightBytes = int64_t{512} << 10, kMinBatchForUnits = 8;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t vectors = std::max<int64_t>(1, (H + align - 1) / align);
 #if AT_PARALLEL_OPENMP
@@ -122,13 +131,16 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
     case TeamSplit::kOne: return units_over(1);
     case TeamSplit::kAuto: break;
   }
-  // As many threads as get 64+ units (blocks are whole vectors) or 4+ rows each.
+  // As many threads as get 64+ units (blocks are whole vectors) or 4+ rows each (1+
+  // with small weights).
   const int64_t unit_count = std::max<int64_t>(
       1, std::min(unit_threads, vectors * align / kMinUnitsPerThread));
-  const int64_t row_count = std::max<int64_t>(1, std::min(threads, B / kMinRowsPerThread));
+  const int64_t min_rows = weight_bytes <= kSmallWeightBytes ? 1 : kMinRowsPerThread;
+  const int64_t row_count = std::max<int64_t>(1, std::min(threads, B / min_rows));
   const bool rows_cheap = weight_bytes <= kCachedWeightBytes ||
                           B >= kStreamingRowsPerThread * row_count || unit_count == 1;
   if (row_count > 1 && row_count >= unit_count && rows_cheap) return rows_over(row_count);
+  if (B >= 2 && B < kMinBatchForUnits) return units_over(1);
   return units_over(unit_count);
 }
 
