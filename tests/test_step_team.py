@@ -4,8 +4,8 @@ one narrower or empty), or not at all. Parity with torch.nn must not depend on h
 blocks there are, on blocks with tails, on empty blocks (a projection narrower than the
 team), on the split, or on varlen rows finishing inside a block. The measured choice
 splits these small layers by rows (their weights are small), so each test also forces
-every split (FUSED_RNN_TEAM). Thread counts above the core count are fine: OpenMP still runs every
-block at once (the per-step wait needs that), it only shares the cores."""
+every split (FUSED_RNN_TEAM). Thread counts above the core count are fine: OpenMP still
+runs every block at once (the per-step wait needs that), it only shares the cores."""
 import pytest
 import torch
 
