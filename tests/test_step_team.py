@@ -145,6 +145,7 @@ needs_openmp = pytest.mark.skipif(
     (5, 8, 1024, 16 * MB, (UNITS, 5)),  # by rows only 2 threads
     (5, 1, 128, MB // 4, (UNITS, 2)),   # 64 units each for 2 threads, not 5
     (5, 4, 96, MB // 8, (ROWS, 4)),     # small weights: a row each for 4 threads
+    (5, 4, 256, 1 * MB, (UNITS, 4)),    # 2-7 rows: one team only where units take <= 2
 ], indirect=["threads"])
 def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
     """The measured choice of split (step_team.h's plan_team) for float32 vectors of 16."""

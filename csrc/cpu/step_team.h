@@ -97,7 +97,9 @@ inline TeamSplit team_split_override() {
 //   threads, or panel_gemm's over panels) and whose cell is one thread: by units the
 //   step waits for the slowest block, and at these sizes that cost more than the cell
 //   it shares (session 12: LSTM B = 2 H = 256 1.41-1.45x against 1.25-1.34x, B = 4
-//   H = 512 1.76-1.84x against 1.61-1.73x).
+//   H = 512 1.76-1.84x against 1.61-1.73x). Measured with 2 threads only; where 3+
+//   would take blocks of units, they still do (each keeps its slice of W_hh in its own
+//   cache over all steps, which a product threaded per call may not).
 // - Else by units, with 64+ units per thread (narrower blocks make per-gate GEMMs a
 //   few columns wide);
 // - else on one thread: the per-step wait costs more than half a tiny step
@@ -140,7 +142,7 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
   const bool rows_cheap = weight_bytes <= kCachedWeightBytes ||
                           B >= kStreamingRowsPerThread * row_count || unit_count == 1;
   if (row_count > 1 && row_count >= unit_count && rows_cheap) return rows_over(row_count);
-  if (B >= 2 && B < kMinBatchForUnits) return units_over(1);
+  if (B >= 2 && B < kMinBatchForUnits && unit_count <= 2) return units_over(1);
   return units_over(unit_count);
 }
 
