@@ -7,7 +7,8 @@ session 12). A variant is a comma-separated list of VAR=value, or `auto` (none s
     python benchmarks/ab_env_cpu.py LSTM infer auto FUSED_RNN_TEAM=units \\
         FUSED_RNN_TEAM=one,FUSED_RNN_PACKED_GEMM=mkl -- 100x4x256 200x4x128
 
-Shapes are TxBxH (input size = H). NT sets the thread count (default 2), REPS the rounds.
+Shapes are TxBxH (input size = H). NT sets the thread count (default 2), REPS the rounds,
+VARLEN=1 feeds PackedSequences of random lengths.
 """
 import os
 import statistics
@@ -23,12 +24,16 @@ def parse_variant(spec):
     return {} if spec == "auto" else dict(kv.split("=", 1) for kv in spec.split(","))
 
 
-def compare(cell, train, variants, T, B, H, rounds):
+def compare(cell, train, variants, T, B, H, rounds, varlen=False):
     torch.manual_seed(0)
     ref = getattr(torch.nn, cell)(H, H)
     ours = getattr(fused_rnn, cell)(H, H)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(T, B, H, requires_grad=train)
+    if varlen:  # as the bench's varlen suite: lengths uniform in [T / 4, T], one of T
+        lengths = torch.randint(max(1, T // 4), T + 1, (B,))
+        lengths[0] = T
+        x = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
     switches = {k for spec in variants for k in parse_variant(spec)}
 
     def run(module, env):
@@ -64,6 +69,7 @@ def compare(cell, train, variants, T, B, H, rounds):
         parts.append(f"{spec} {statistics.median(times[spec]) * 1e3:.3f} ms "
                      f"({ratio:.2f}x, min {best:.2f}x)")
     mode = "train" if train else "infer"
+    mode += " varlen" if varlen else ""
     print(f"{cell} {mode} T={T} B={B} H={H}: torch {torch_ms:.3f} ms | " + " | ".join(parts),
           flush=True)
 
@@ -78,7 +84,7 @@ def main():
     rounds = int(os.environ.get("REPS", "15"))
     for shape in args[sep + 1:]:
         T, B, H = (int(v) for v in shape.split("x"))
-        compare(cell, mode == "train", variants, T, B, H, rounds)
+        compare(cell, mode == "train", variants, T, B, H, rounds, os.environ.get("VARLEN") == "1")
 
 
 if __name__ == "__main__":

@@ -165,3 +165,25 @@ def test_team_plan_can_be_forced(threads, monkeypatch):
     assert tuple(plan(2, 40, 8, 6400)) == (ROWS, 2)  # no more blocks than rows
     monkeypatch.setenv("FUSED_RNN_TEAM", "units")
     assert tuple(plan(5, 12, 8, 6400)) == (UNITS, 2)  # no more blocks than vectors
+
+
+@needs_openmp
+@pytest.mark.parametrize("threads", (2, 3), indirect=True)
+def test_varlen_row_blocks_are_balanced(threads, monkeypatch):
+    """Split by rows, varlen rows (longest first) are cut so that each block runs about as
+    many row-steps: the longest rows' block gets fewer rows."""
+    monkeypatch.setenv("FUSED_RNN_TEAM", "rows")
+    lengths = torch.tensor([100, 96, 90, 81, 77, 70, 64, 60, 51, 45, 40, 33, 30, 28, 26, 25])
+    how, count, *cuts = torch.ops.fused_rnn.cpu_team_plan(16, 32, 16, 4096, lengths)
+    assert (how, count) == (ROWS, threads)
+    assert cuts[0] == 0 and cuts[-1] == 16 and len(cuts) == threads + 1
+    sizes = [b - a for a, b in zip(cuts, cuts[1:])]
+    work = [int(lengths[a:b].sum()) for a, b in zip(cuts, cuts[1:])]
+    assert min(sizes) >= 1 and sizes[0] < sizes[-1]
+    # each block within one row's length of an equal share
+    share = int(lengths.sum()) / threads
+    assert all(abs(w - share) <= 100 for w in work), (cuts, work)
+    # equal lengths: blocks of equal rows, give or take one
+    _, _, *even = torch.ops.fused_rnn.cpu_team_plan(16, 32, 16, 4096, torch.full((16,), 7))
+    even_sizes = [b - a for a, b in zip(even, even[1:])]
+    assert sum(even_sizes) == 16 and max(even_sizes) - min(even_sizes) <= 1, even

@@ -205,7 +205,7 @@ bool use_panels(Packing mode, int64_t max_m, int64_t k, int64_t n) {
 
 template <typename T>
 PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
-                    int64_t uses)
+                    int64_t uses, bool m_varies)
     : trans_b_(trans_b), k_(k), n_(n), ldb_(ldb), max_m_(max_m), B_(B),
       thin_(thin_gemm_enabled()) {
   if constexpr (sizeof(T) == 4) {
@@ -213,7 +213,11 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
     if (mode == Packing::kOff || B == nullptr || k == 0 || n == 0) return;
     if (uses < uses_to_pack(thin_, max_m)) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
-    if (use_panels(mode, max_m, k, n)) {
+    // Else MKL's packed B would serve the calls with max_m rows only; the rest would go to
+    // sgemm, which copies B at every call.
+    const bool panels_for_fewer_rows =
+        m_varies && mode == Packing::kAuto && panel_gemm_suits(max_m);
+    if (use_panels(mode, max_m, k, n) || panels_for_fewer_rows) {
       panels_ = true;
       buf_ = at::empty({panel_buffer_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
       panel_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());

@@ -47,8 +47,10 @@ class PackedB {
   // for too few products (blas.cpp's uses_to_pack says how few) B stays as it is for plain
   // gemm() (measured: a 1-step call paid ~1 ms to pack a 2048 x 512 W_hh, 5x the call
   // without it).
+  // m_varies: the products will have fewer than max_m rows at some calls (varlen rows);
+  // MKL's packed B serves only max_m, so such products take the panels where they suit.
   PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
-          int64_t uses);
+          int64_t uses, bool m_varies = false);
   PackedB(const PackedB&) = delete;
   PackedB& operator=(const PackedB&) = delete;
 

@@ -1,13 +1,14 @@
 // CPU implementation of the GRU layer ops (argument layout: gru_args.h).
 //
-// Forward: one GEMM for the input projection of every step, then the time loop on one team of
-// threads (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the
-// 3 gate rows of its hidden units; all of W_hh for its rows when the team splits the batch)
-// into a scratch row block, kept apart from the input projection since r scales its n block,
-// and runs gru_forward_elem on those units. Backward walks the steps in reverse the same way
-// (dh_prev += dgh W_hh for its units, then the cell's backward), then forms dx and every
-// weight gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the
-// time loops.
+// Forward: the input projection of every step's running rows (input_projection.h: one GEMM
+// over all steps when no row has finished), then the time loop on one team of threads
+// (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the 3 gate
+// rows of its hidden units; all of W_hh for its rows when the team splits the batch) into a
+// scratch row block, kept apart from the input projection since r scales its n block, and runs
+// gru_forward_elem on those units. Backward walks the steps in reverse the same way (dh_prev
+// += dgh W_hh for its units, then the cell's backward), then forms dx and every weight
+// gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the time
+// loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -15,6 +16,7 @@
 #include "../gru_step.h"
 #include "bias_grad.h"
 #include "blas.h"
+#include "input_projection.h"
 #include "layer_util.h"
 #include "recurrent_slices.h"
 #include "step_team.h"
@@ -29,14 +31,14 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
                         const std::vector<int64_t>& rows, bool reverse, S* y, S* gates, S* hs,
                         S* hn, S* gh) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
-  // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once; the pass overwrites it with
-  // the activations.
-  large_gemm<S>(false, true, T * B, G3, I, S(1), x, I, w_ih, I, S(0), gates, G3);
+  // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
+  // every row runs); the pass overwrites it with the activations.
+  project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
   const int64_t weight_bytes = G3 * H * int64_t{sizeof(S)};  // read every step
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
-  const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows(), T);
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
+  const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
@@ -75,8 +77,8 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
   // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
   // its batch rows [b0, b1).
   const int64_t weight_bytes = G3 * H * int64_t{sizeof(S)};  // read every step
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
-  const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T);
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
+  const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
   const BiasGradSums<S> db(has_bias && need_dw, plan, 2 * G3, opts);  // [db_ih | db_hh]
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {

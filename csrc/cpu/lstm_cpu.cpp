@@ -1,12 +1,13 @@
 // CPU implementation of the LSTM layer ops (argument layout: lstm_args.h).
 //
-// Forward: one GEMM for the input projection of every step, then the time loop on one team of
-// threads (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the
-// 4 gate rows of its hidden units; all of W_hh for its rows when the team splits the batch)
-// and runs lstm_forward_elem on those units. Backward walks the steps in reverse the same way
-// (its slice of dgates W_hh, then the cell's backward on its units), then forms dx and every
-// weight gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the
-// time loops.
+// Forward: the input projection of every step's running rows (input_projection.h: one GEMM
+// over all steps when no row has finished), then the time loop on one team of threads
+// (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the 4 gate
+// rows of its hidden units; all of W_hh for its rows when the team splits the batch) and runs
+// lstm_forward_elem on those units. Backward walks the steps in reverse the same way (its
+// slice of dgates W_hh, then the cell's backward on its units), then forms dx and every weight
+// gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the time
+// loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -14,6 +15,7 @@
 #include "../lstm_step.h"
 #include "bias_grad.h"
 #include "blas.h"
+#include "input_projection.h"
 #include "layer_util.h"
 #include "recurrent_slices.h"
 #include "step_team.h"
@@ -29,17 +31,18 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
                          S* cs, S* h_raw) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
-  // gates[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
-  large_gemm<S>(false, true, T * B, G4, I, S(1), x, I, w_ih, I, S(0), gates, G4);
+  // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
+  // every row runs).
+  project_rows<S>(T, B, I, G4, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
   // output columns outs of unit block u, for its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
   // W_hh and W_hr, read every step
   const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) * int64_t{sizeof(S)};
-  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes);
+  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
-  const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows(), T);
-  const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows(), T);
+  const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows(), T, plan.gemm_rows_vary());
   // A step is one phase (gates, cell) or, with a projection, two (then r = h_raw W_hr^T,
   // which needs every unit of h_raw).
   const int64_t phases = proj ? 2 : 1;
@@ -109,12 +112,12 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
   const int64_t lanes = at::vec::Vectorized<S>::size();
   // W_hh and W_hr, read every step
   const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) * int64_t{sizeof(S)};
-  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes);
+  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T);
   const UnitBlocks units = plan.units, outs = split_blocks(P, units.count, lanes);
   // Block u's columns `outs` of W_hh for dL/dh_prev = dgates W_hh, and its columns
   // `units` of W_hr for dL/dh_raw = dr W_hr.
-  const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows(), T);
-  const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows(), T);
+  const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows(), T, plan.gemm_rows_vary());
+  const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows(), T, plan.gemm_rows_vary());
   const BiasGradSums<S> db(has_bias && need_dw, plan, G4, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   // Phase 0 (state columns): dh += dgates of the step after this one, times W_hh; with a

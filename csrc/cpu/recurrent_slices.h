@@ -1,7 +1,7 @@
 // The recurrent weights of a layer cut along a step team's blocks of hidden units
 // (step_team.h), each slice packed once per layer call (blas.h's PackedB; `uses` = the
 // steps that will multiply by it), so every thread multiplies only by its own slice at
-// every step. W is in torch's layout:
+// every step (m_varies: some steps have fewer than max_m rows). W is in torch's layout:
 // [G*N, K] with gate g's rows at g*N .. g*N + N (G = 4 for the LSTM, 3 for the GRU,
 // 1 for the Elman RNN).
 #pragma once
@@ -18,17 +18,17 @@ template <typename S>
 class GateRowSlices {
  public:
   GateRowSlices(const S* w, int64_t gates, int64_t N, int64_t K, const UnitBlocks& blocks,
-                int64_t max_m, int64_t uses)
+                int64_t max_m, int64_t uses, bool m_varies)
       : gates_(gates), N_(N), blocks_(blocks), whole_(blocks.count == 1) {
     if (w == nullptr) return;  // an absent matrix (no projection): gemm() is never called
     if (whole_) {  // one block of all units: all G*N rows are one contiguous slice
-      slices_.emplace_back(/*trans_b=*/true, K, gates * N, w, K, max_m, uses);
+      slices_.emplace_back(/*trans_b=*/true, K, gates * N, w, K, max_m, uses, m_varies);
       return;
     }
     for (int64_t p = 0; p < blocks.count; ++p)
       for (int64_t g = 0; g < gates; ++g)
         slices_.emplace_back(/*trans_b=*/true, K, blocks.hi(p) - blocks.lo(p),
-                             w + (g * N + blocks.lo(p)) * K, K, max_m, uses);
+                             w + (g * N + blocks.lo(p)) * K, K, max_m, uses, m_varies);
   }
 
   // out[:m, g*N + lo .. g*N + hi] = A[:m] W_slice^T + beta * out, for every gate g.
@@ -54,12 +54,12 @@ template <typename S>
 class ColumnSlices {
  public:
   ColumnSlices(const S* w, int64_t rows, int64_t K, const UnitBlocks& blocks, int64_t max_m,
-               int64_t uses)
+               int64_t uses, bool m_varies)
       : blocks_(blocks) {
     if (w == nullptr) return;  // an absent matrix (no projection): gemm() is never called
     for (int64_t p = 0; p < blocks.count; ++p)
       slices_.emplace_back(/*trans_b=*/false, rows, blocks.hi(p) - blocks.lo(p),
-                           w + blocks.lo(p), K, max_m, uses);
+                           w + blocks.lo(p), K, max_m, uses, m_varies);
   }
 
   // out[:m, lo .. hi] = dA[:m] W[:, lo .. hi] + beta * out.

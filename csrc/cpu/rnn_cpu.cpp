@@ -1,11 +1,12 @@
 // CPU implementation of the Elman RNN layer ops (argument layout: rnn_args.h).
 //
-// Forward: one GEMM writes the input projection of every step into y, then the time loop on
-// one team of threads (step_team.h): per step, thread p adds h_prev times its packed rows of
-// W_hh (all of them for its batch rows when the team splits the batch) to its columns of y and
-// turns them into the new state, in place (y is its own pre-activation buffer). Backward walks
-// the steps in reverse the same way, then forms dx and every weight gradient as one large GEMM
-// (or sum) over all steps. Nothing is allocated inside the time loops.
+// Forward: the input projection of every step's running rows goes into y (input_projection.h:
+// one GEMM over all steps when no row has finished), then the time loop on one team of threads
+// (step_team.h): per step, thread p adds h_prev times its packed rows of W_hh (all of them for
+// its batch rows when the team splits the batch) to its columns of y and turns them into the
+// new state, in place (y is its own pre-activation buffer). Backward walks the steps in
+// reverse the same way, then forms dx and every weight gradient as one large GEMM (or sum)
+// over all steps. Nothing is allocated inside the time loops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -15,6 +16,7 @@
 #include "../rnn_step.h"
 #include "bias_grad.h"
 #include "blas.h"
+#include "input_projection.h"
 #include "layer_util.h"
 #include "recurrent_slices.h"
 #include "step_team.h"
@@ -28,13 +30,14 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
                         const S* bias, const int64_t* len, const std::vector<int64_t>& rows,
                         bool reverse, S* y, S* hs) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
-  // y[t, b, :] = x[t, b, :] W_ih^T for all steps at once.
-  large_gemm<S>(false, true, T * B, H, I, S(1), x, I, w_ih, I, S(0), y, H);
+  // y[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where every
+  // row runs).
+  project_rows<S>(T, B, I, H, x, w_ih, y, rows);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).
   const int64_t weight_bytes = H * H * int64_t{sizeof(S)};  // read every step
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
-  const GateRowSlices<S> whh(w_hh, 1, H, H, plan.units, plan.max_rows(), T);
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
+  const GateRowSlices<S> whh(w_hh, 1, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
@@ -68,8 +71,8 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
   // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
   // its batch rows [b0, b1).
   const int64_t weight_bytes = H * H * int64_t{sizeof(S)};  // read every step
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes);
-  const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows(), T);
+  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
+  const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
   const BiasGradSums<S> db(has_bias && need_dw, plan, H, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
