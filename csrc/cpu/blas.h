@@ -34,9 +34,9 @@ const char* blas_backend();
 // a time loop's per-step h W^T: packed once per layer call, so no step re-packs it.
 // float32 only: into panel_gemm.h's panels where they suit (up to 512 rows; on Intel CPUs
 // one row, up to 31 rows by a k x n under 192K floats, or any k x n under 256 x 256;
-// faster than MKL there), else into MKL's
-// packed layout when libtorch exports cblas_sgemm_pack/compute. Otherwise (float64, no
-// MKL, FUSED_RNN_PACKED_GEMM=0) gemm() forwards to the plain gemm() above.
+// faster than MKL there), else into MKL's packed layout when libtorch exports
+// cblas_sgemm_pack/compute. Otherwise (float64, no MKL, FUSED_RNN_PACKED_GEMM=0) gemm()
+// forwards to the plain gemm() above.
 // FUSED_RNN_PACKED_GEMM=panels or =mkl picks one packing wherever it can run (tests of
 // both on any CPU; A/B runs). The caller keeps B alive and unchanged while this object
 // lives.
@@ -47,8 +47,9 @@ class PackedB {
   // for too few products (blas.cpp's uses_to_pack says how few) B stays as it is for plain
   // gemm() (measured: a 1-step call paid ~1 ms to pack a 2048 x 512 W_hh, 5x the call
   // without it).
-  // m_varies: the products will have fewer than max_m rows at some calls (varlen rows);
-  // MKL's packed B serves only max_m, so such products take the panels where they suit.
+  // m_varies: the products will have fewer than max_m rows at some calls (varlen rows, or
+  // a narrower last block of rows); MKL's packed B serves only max_m, so such products
+  // take the panels where they suit.
   PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb, int64_t max_m,
           int64_t uses, bool m_varies = false);
   PackedB(const PackedB&) = delete;

@@ -34,6 +34,7 @@ void project_rows(int64_t T, int64_t B, int64_t I, int64_t N, const S* x, const 
     large_gemm<S>(false, true, (t - t0) * B, N, I, S(1), x + t0 * B * I, I, w, I, S(0),
                   out + t0 * B * N, N);
   }
+  if (partial.empty()) return;
   // Thread p takes steps p, p + n, ...: their rows shrink step by step, so contiguous
   // ranges of steps would give the first thread the most rows. A thread gets at least
   // ~1M multiply-adds' worth of steps.

@@ -90,7 +90,8 @@ struct TeamPlan {
 inline void balance_row_blocks(TeamPlan& plan, const int64_t* len, int64_t T) {
   const int64_t n = plan.rows.count, B = plan.rows.n;
   if (!plan.by_rows || len == nullptr || n <= 1) return;
-  auto work = [&](int64_t b) { return std::clamp<int64_t>(len[b], 1, std::max<int64_t>(T, 1)); };
+  const int64_t most = std::max<int64_t>(T, 1);
+  auto work = [&](int64_t b) { return std::clamp<int64_t>(len[b], 1, most); };
   int64_t total = 0;
   for (int64_t b = 0; b < B; ++b) total += work(b);
   plan.row_cuts.assign(1, 0);
