@@ -66,8 +66,7 @@ std::vector<int64_t> cpu_team_plan(int64_t B, int64_t H, int64_t align, int64_t 
   const int64_t how = plan.by_rows ? 2 : plan.units.count > 1 ? 1 : 0;
   std::vector<int64_t> out{how, plan.count()};
   if (l != nullptr && plan.by_rows)
-    for (int64_t p = 0; p <= plan.count(); ++p)
-      out.push_back(p < plan.count() ? plan.row_lo(p) : B);
+    out.insert(out.end(), plan.row_cuts.begin(), plan.row_cuts.end());
   return out;
 }
 

@@ -190,13 +190,16 @@ int64_t uses_to_pack(bool thin, int64_t max_m) {
 // floats: LSTM and GRU H >= 256, as a team that splits by rows or not at all multiplies
 // by) MKL wins as well: LSTM inference B = 8 and 16, H = 256 (4 and 8 rows per thread)
 // 8-10% faster, B = 2-4 on one team up to 13% (session 12; one row stays on the panels:
-// MKL was 15-25% slower there).
-bool use_panels(Packing mode, int64_t max_m, int64_t k, int64_t n) {
+// MKL was 15-25% slower there). Products whose row count varies (m_varies) take the
+// panels wherever they suit: MKL's packed B serves only the max_m it was packed for, and
+// the other calls would go to sgemm, which copies B at every call.
+bool use_panels(Packing mode, int64_t max_m, int64_t k, int64_t n, bool m_varies) {
   constexpr int64_t kMklRowsOnIntel = 32, kMklDepthOnIntel = 256, kMklWidthOnIntel = 256;
   constexpr int64_t kMklWholeWeights = int64_t{3} << 16;
   if (mode == Packing::kPanels || !have_mkl_packing())
     return mode == Packing::kPanels || panel_gemm_suits(max_m);
   if (mode == Packing::kMkl) return false;
+  if (m_varies) return panel_gemm_suits(max_m);
   const bool mkl_there = intel_cpu() && k >= kMklDepthOnIntel && n >= kMklWidthOnIntel &&
                          (max_m >= kMklRowsOnIntel || (max_m >= 2 && k * n >= kMklWholeWeights));
   return panel_gemm_suits(max_m) && !mkl_there;
@@ -213,11 +216,7 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
     if (mode == Packing::kOff || B == nullptr || k == 0 || n == 0) return;
     if (uses < uses_to_pack(thin_, max_m)) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
-    // Else MKL's packed B would serve the calls with max_m rows only; the rest would go to
-    // sgemm, which copies B at every call.
-    const bool panels_for_fewer_rows =
-        m_varies && mode == Packing::kAuto && panel_gemm_suits(max_m);
-    if (use_panels(mode, max_m, k, n) || panels_for_fewer_rows) {
+    if (use_panels(mode, max_m, k, n, m_varies)) {
       panels_ = true;
       buf_ = at::empty({panel_buffer_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
       panel_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());

@@ -59,51 +59,60 @@ struct Tile {
 // needs all units), or one block of everything (one thread).
 struct TeamPlan {
   UnitBlocks units;  // one block when split by rows
-  UnitBlocks rows;   // one block when split by units
-  bool by_rows;
-  // Split by rows with varlen rows: block p is rows [row_cuts[p], row_cuts[p + 1]) instead
-  // of rows.lo(p) .. rows.hi(p) (balance_row_blocks).
+  // Block p of rows is [row_cuts[p], row_cuts[p + 1]); one block {0, B} when split by units.
   std::vector<int64_t> row_cuts;
-  bool varlen = false;  // rows finish at different steps
-  int64_t count() const { return by_rows ? rows.count : units.count; }
-  // Whether a tile's GEMMs have fewer rows than max_rows() at some steps (varlen rows, or
-  // a last block of rows narrower than the others).
-  bool gemm_rows_vary() const { return varlen || (by_rows && rows.n % rows.count != 0); }
-  int64_t row_lo(int64_t p) const { return row_cuts.empty() ? rows.lo(p) : row_cuts[p]; }
-  int64_t row_hi(int64_t p) const { return row_cuts.empty() ? rows.hi(p) : row_cuts[p + 1]; }
+  bool by_rows;
+  bool varlen;  // rows finish at different steps
+  int64_t count() const { return by_rows ? row_blocks() : units.count; }
+  int64_t row_blocks() const { return static_cast<int64_t>(row_cuts.size()) - 1; }
+  int64_t row_lo(int64_t p) const { return row_cuts[p]; }
+  int64_t row_hi(int64_t p) const { return row_cuts[p + 1]; }
   // The most rows one tile's GEMM has (what packed weights are packed for).
   int64_t max_rows() const {
     int64_t most = 0;
-    for (int64_t p = 0; p < rows.count; ++p) most = std::max(most, row_hi(p) - row_lo(p));
+    for (int64_t p = 0; p < row_blocks(); ++p) most = std::max(most, row_hi(p) - row_lo(p));
     return most;
+  }
+  // Whether a tile's GEMMs have fewer rows than max_rows() at some steps (varlen rows, or
+  // a block of rows narrower than another).
+  bool gemm_rows_vary() const {
+    const int64_t most = max_rows();
+    for (int64_t p = 0; p < row_blocks(); ++p)
+      if (row_hi(p) - row_lo(p) != most) return true;
+    return varlen;
   }
   Tile tile(int64_t p) const {
     if (by_rows) return {0, 0, units.n, row_lo(p), row_hi(p), p};
-    return {p, units.lo(p), units.hi(p), 0, rows.n, p};
+    return {p, units.lo(p), units.hi(p), 0, row_cuts.back(), p};
   }
 };
 
-// Cuts a split by rows so that its blocks run about as many row-steps each: a varlen
-// batch's rows (len[b] steps each, longest first as a PackedSequence sorts them) in
-// blocks of equal count gave the first thread most of the work (lengths uniform in
-// [T/4, T], two blocks: 0.81 T against 0.44 T steps per row). Every block keeps a row.
-inline void balance_row_blocks(TeamPlan& plan, const int64_t* len, int64_t T) {
-  const int64_t n = plan.rows.count, B = plan.rows.n;
-  if (!plan.by_rows || len == nullptr || n <= 1) return;
+// B rows cut into n blocks (n <= B). Without len: ceil(B / n) rows each, the last ones
+// narrower. With varlen rows (len[b] steps each, longest first as a PackedSequence sorts
+// them) blocks of equal count gave the first thread most of the work (lengths uniform in
+// [T/4, T], two blocks: 0.81 T against 0.44 T steps per row), so the cuts fall where the
+// blocks run about as many row-steps each; every block keeps a row.
+inline std::vector<int64_t> row_cuts(int64_t B, int64_t n, const int64_t* len, int64_t T) {
+  std::vector<int64_t> cuts{0};
+  if (len == nullptr || n <= 1) {
+    const int64_t width = (B + n - 1) / n;
+    for (int64_t p = 1; p <= n; ++p) cuts.push_back(std::min(B, p * width));
+    return cuts;
+  }
   const int64_t most = std::max<int64_t>(T, 1);
   auto work = [&](int64_t b) { return std::clamp<int64_t>(len[b], 1, most); };
   int64_t total = 0;
   for (int64_t b = 0; b < B; ++b) total += work(b);
-  plan.row_cuts.assign(1, 0);
   int64_t done = 0, b = 0;
   for (int64_t p = 1; p < n; ++p) {
     // Take rows until this block reaches its share, leaving a row for each later block.
     const int64_t target = total * p / n;
     do done += work(b++);
     while (b < B - (n - p) && done + work(b) / 2 < target);
-    plan.row_cuts.push_back(b);
+    cuts.push_back(b);
   }
-  plan.row_cuts.push_back(B);
+  cuts.push_back(B);
+  return cuts;
 }
 
 // FUSED_RNN_TEAM=units, =rows or =one forces that split wherever it can run (tests cover
@@ -143,7 +152,7 @@ inline TeamSplit team_split_override() {
 //   (T = 100, B = 1, H = 32: 49 against 149 us).
 // With more threads than those minimums allow, fewer threads take part (a split by rows
 // is preferred only if it keeps at least as many threads busy as one by units).
-// len (null without varlen rows) and T: a split by rows is cut by balance_row_blocks.
+// len (null without varlen rows) and T: where a split by rows cuts the batch (row_cuts).
 inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_bytes,
                           const int64_t* len = nullptr, int64_t T = 0) {
   constexpr int64_t kMinUnitsPerThread = 64, kMinRowsPerThread = 4;
@@ -158,16 +167,13 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
   // which the per-step wait relies on; rows, which never wait, can use any backend.
   const int64_t unit_threads = 1;
 #endif
-  const UnitBlocks all_rows{1, B, B};
+  const bool varlen = len != nullptr;
   auto rows_over = [&](int64_t n) {
     n = std::max<int64_t>(1, std::min(n, B));
-    TeamPlan plan{split_blocks(H, 1, align), UnitBlocks{n, (B + n - 1) / n, B}, true, {},
-                  len != nullptr};
-    balance_row_blocks(plan, len, T);
-    return plan;
+    return TeamPlan{split_blocks(H, 1, align), row_cuts(B, n, len, T), true, varlen};
   };
   auto units_over = [&](int64_t n) {
-    return TeamPlan{split_blocks(H, n, align), all_rows, false, {}, len != nullptr};
+    return TeamPlan{split_blocks(H, n, align), {0, B}, false, varlen};
   };
   switch (team_split_override()) {
     case TeamSplit::kUnits: return units_over(unit_threads);
