@@ -72,15 +72,45 @@ def _needs_rerun(*tensors):
 
 
 def _call(op, *args):
-    """op(*args), skipping the autograd layer that register_autograd installs in Python
-    when it would only pass the call on (grad mode off, or no argument requiring grad):
-    what that layer then does (torch/_library/autograd.py, redispatch_no_grad), ~6 us
-    sooner, which is a tenth of a streaming call of one step (benchmarks/NOTES.md)."""
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled()
-                                         and torch._C._any_requires_grad(*args)):
+    """op(*args) through the cheapest route that keeps its autograd:
+    - under torch.compile, torch.jit.trace, a torch.func transform (vmap) or CUDA autocast,
+      the op itself, whose autograd layer register_autograd installs (a graph then records
+      the op, functorch knows that layer, and the layer saves the arguments as autocast
+      cast them: csrc/cuda/autocast.cpp sits above it);
+    - when a gradient is wanted, the op's _Layer function (_register_autograd), which runs
+      the same setup_context and backward without that layer's generic Python (argument
+      defaults filled in, a C++ -> Python -> C++ redispatch): 40-100 us less per training
+      call, a tenth of a one-step GRU's forward + backward (benchmarks/NOTES.md, session 13);
+    - otherwise straight to the kernel below the autograd layer, which would only pass
+      the call on (~6 us, a tenth of a streaming call of one step)."""
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or _interpreters()
+            or torch.is_autocast_enabled("cuda")):
         return op(*args)
+    if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+        return _LAYER_FUNCTIONS[op].apply(*args)
     with torch._C._AutoDispatchBelowAutograd():
         return op(*args)
+
+
+_LAYER_FUNCTIONS = {}
+
+
+def _register_autograd(op, backward, setup_context):
+    """register_autograd(op, ...), and the same pair as a torch.autograd.Function for _call."""
+    torch.library.register_autograd(op.default, backward, setup_context=setup_context)
+
+    # forward takes ctx itself: with a separate setup_context, Function.apply binds the
+    # arguments through inspect.signature on every call (~50 us).
+    class _Layer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            with torch._C._AutoDispatchBelowAutograd():
+                output = op(*args)
+            setup_context(ctx, args, output)
+            return output
+
+    _Layer.backward = staticmethod(backward)
+    _LAYER_FUNCTIONS[op] = _Layer
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -148,8 +178,7 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused_grads_of_saved):
     return dx, dw_ih, dw_hh, db, db, dw_hr, dh0, dc0, None, None
 
 
-torch.library.register_autograd(
-    "fused_rnn::lstm_forward", _lstm_backward, setup_context=_lstm_setup_context)
+_register_autograd(_ops.lstm_forward, _lstm_backward, _lstm_setup_context)
 
 
 def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths=None, reverse=False):
@@ -227,8 +256,7 @@ def _gru_backward(ctx, dy, dh_n, *_unused_grads_of_saved):
     return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, None, None
 
 
-torch.library.register_autograd(
-    "fused_rnn::gru_forward", _gru_backward, setup_context=_gru_setup_context)
+_register_autograd(_ops.gru_forward, _gru_backward, _gru_setup_context)
 
 
 def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False):
@@ -300,8 +328,7 @@ def _rnn_backward(ctx, dy, dh_n, _unused_grad_of_hs):
     return dx, dw_ih, dw_hh, db, db, dh0, None, None, None
 
 
-torch.library.register_autograd(
-    "fused_rnn::rnn_forward", _rnn_backward, setup_context=_rnn_setup_context)
+_register_autograd(_ops.rnn_forward, _rnn_backward, _rnn_setup_context)
 
 _NONLINEARITIES = {"tanh": False, "relu": True}
 
