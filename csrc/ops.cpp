@@ -53,15 +53,16 @@ std::string build_info() {
 // How a CPU time loop over B rows and H units, with weight_bytes of recurrent weights and
 // SIMD vectors `align` wide, would split over torch's threads now (step_team.h):
 // [how, blocks] with how 0 = one block, 1 = by units, 2 = by rows; with lengths (varlen
-// rows, int64 [B]) and a split by rows, then each block's first row and B. For tests of
-// the choice and of FUSED_RNN_TEAM.
+// rows, int64 [B]) and a split by rows, then each block's first row and B. T: the call's
+// steps (0: a long call; with lengths, 0 means their maximum). For tests of the choice
+// and of FUSED_RNN_TEAM.
 std::vector<int64_t> cpu_team_plan(int64_t B, int64_t H, int64_t align, int64_t weight_bytes,
-                                   const std::optional<at::Tensor>& lengths) {
+                                   const std::optional<at::Tensor>& lengths, int64_t T) {
   const at::Tensor len = cpu::lengths_or_undefined(lengths);
   TORCH_CHECK(!len.defined() || (len.scalar_type() == at::kLong && len.numel() == B),
               "cpu_team_plan: lengths must be int64 [B]");
   const int64_t* l = len.defined() ? len.data_ptr<int64_t>() : nullptr;
-  const int64_t T = len.defined() && B > 0 ? len.max().item<int64_t>() : 0;
+  if (T == 0 && len.defined() && B > 0) T = len.max().item<int64_t>();
   const cpu::TeamPlan plan = cpu::plan_team(B, H, align, weight_bytes, l, T);
   const int64_t how = plan.by_rows ? 2 : plan.units.count > 1 ? 1 : 0;
   std::vector<int64_t> out{how, plan.count()};
@@ -126,7 +127,8 @@ TORCH_LIBRARY(fused_rnn, m) {
       "Tensor? lengths) -> ()");
   m.def("build_info() -> str", &build_info);
   m.def(
-      "cpu_team_plan(int B, int H, int align, int weight_bytes, Tensor? lengths=None) -> int[]",
+      "cpu_team_plan(int B, int H, int align, int weight_bytes, Tensor? lengths=None, "
+      "int T=0) -> int[]",
       &cpu_team_plan);
 }
 

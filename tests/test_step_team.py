@@ -154,6 +154,29 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
 
 
 @needs_openmp
+@pytest.mark.parametrize("threads,T,B,H,weight_bytes,want", [
+    (2, 1, 1, 256, 1 * MB, (ONE, 1)),       # a streaming step (long calls: units)
+    (2, 16, 4, 128, MB // 4, (ONE, 1)),     # 64 row-steps (long calls: rows)
+    (2, 16, 8, 64, MB // 16, (ROWS, 2)),    # 128 row-steps of small weights: as long calls
+    (2, 16, 32, 512, 4 * MB, (ONE, 1)),     # 512 row-steps of 1 MB+ weights (long: units)
+    (2, 2, 64, 512, 4 * MB, (ONE, 1)),      # (long calls: rows)
+    (2, 16, 64, 512, 4 * MB, (ROWS, 2)),    # 1024 row-steps: as long calls
+    (2, 17, 1, 256, 1 * MB, (UNITS, 2)),    # 17 steps are not short
+    (2, 0, 1, 256, 1 * MB, (UNITS, 2)),     # T unknown: taken as long
+], indirect=["threads"])
+def test_short_calls_run_as_one_team(threads, monkeypatch, T, B, H, weight_bytes, want):
+    """plan_team's rule for calls of at most 16 steps, before the choice for long ones."""
+    monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
+    plan = torch.ops.fused_rnn.cpu_team_plan
+    assert tuple(plan(B, H, 16, weight_bytes, None, T)) == want
+    # the lengths of varlen rows give T when it is not given
+    assert tuple(plan(B, H, 16, weight_bytes, torch.full((B,), max(T, 1)))[:2]) == \
+        (want if T > 0 else (ONE, 1))
+    monkeypatch.setenv("FUSED_RNN_TEAM", "units")  # a forced split still wins
+    assert tuple(plan(1, 256, 16, MB, None, 1)) == (UNITS, 2)
+
+
+@needs_openmp
 @pytest.mark.parametrize("threads", (3,), indirect=True)
 def test_team_plan_can_be_forced(threads, monkeypatch):
     plan = torch.ops.fused_rnn.cpu_team_plan
