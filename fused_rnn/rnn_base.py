@@ -46,18 +46,29 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
                 roles.append(tuple((role, found.get(role)) for role in _ROLES))
             self.__dict__["_layer_roles"] = roles
         k = layer * (2 if self.bidirectional else 1) + direction
-        return {role: None if name is None else getattr(self, name) for role, name in roles[k]}
+        # From _parameters where a parameter is (getattr's way there, Module.__getattr__,
+        # cost ~1 us each); from getattr where it is not: a reparametrized weight, or a
+        # DataParallel replica's, lives on the class or in __dict__, which getattr would
+        # have found first.
+        params = self._parameters
+        weights = {}
+        for role, name in roles[k]:
+            w = None if name is None else params.get(name)
+            weights[role] = getattr(self, name) if w is None and name is not None else w
+        return weights
 
     # --------------------------------------------------------------- states
 
     def _initial_states(self, seq, hx):
+        """Per state, what indexing by k = layer * D + direction gives that layer's [B, F]
+        initial state: the checked user tensor [L*D, B, F], or a list of zeros."""
         name = type(self).__name__
         L = self.num_layers * (2 if self.bidirectional else 1)
         B = seq.batch
-        shapes = [(L, B, f) for f in self.state_sizes()]
         ref = seq.x
-        if hx is None:
-            return tuple(ref.new_zeros(s) for s in shapes)
+        if hx is None:  # zeros made per layer, not [L*D, B, F] and a view of it each (~3 us)
+            return tuple([ref.new_zeros(B, f) for _ in range(L)] for f in self.state_sizes())
+        shapes = [(L, B, f) for f in self.state_sizes()]
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != len(shapes):
             raise TypeError(f"{name}: hx must be {'a tuple (h_0, c_0)' if len(shapes) == 2 else 'a Tensor h_0'}"

@@ -222,6 +222,44 @@ def test_weights_shared_between_modules(cell):
         torch.testing.assert_close(o, r, **TOL[F64], msg=lambda m: f"gradient {k}: {m}")
 
 
+@cells
+@pytest.mark.parametrize("how", ["parametrized", "plain tensor", "new Parameter"])
+def test_replaced_weights_are_used(cell, how):
+    """Weights that no longer sit in the module's _parameters (a parametrization, a plain
+    tensor set after deleting the Parameter) or were replaced by another Parameter are
+    the ones a call uses, as in torch.nn; and gradients reach what they were made from."""
+    cfg = dict(input_size=4, hidden_size=5, num_layers=2, **cell.extra)
+    torch.manual_seed(0)
+    ref = cell.ref(**cfg, dtype=F64)
+    ours = cell.ours(**cfg, dtype=F64)
+    ours.load_state_dict(ref.state_dict())
+    source = torch.randn_like(ref.weight_hh_l1, requires_grad=True)
+    for m in (ref, ours):
+        if how == "parametrized":
+            torch.nn.utils.parametrize.register_parametrization(m, "weight_hh_l1", _Halve())
+        elif how == "plain tensor":
+            del m.weight_hh_l1
+            m.weight_hh_l1 = source * 0.5
+        else:
+            m.weight_hh_l1 = torch.nn.Parameter(source.detach() * 0.5)
+    x = torch.randn(6, 3, 4, dtype=F64)
+    res = []
+    for m in (ref, ours):
+        if how == "plain tensor":
+            m.weight_hh_l1 = source * 0.5  # a new graph per call, as a hypernetwork makes
+        y = m(x)[0]
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)).sum()
+        leaves = [source] if how == "plain tensor" else list(m.parameters())
+        res.append([y.detach(), *torch.autograd.grad(loss, leaves)])
+    for k, (r, o) in enumerate(zip(*res)):
+        torch.testing.assert_close(o, r, **TOL[F64], msg=lambda m: f"tensor {k}: {m}")
+
+
+class _Halve(torch.nn.Module):
+    def forward(self, w):
+        return w * 0.5
+
+
 # ------------------------------------------------------------------ empty dimensions
 
 @cells
