@@ -43,12 +43,16 @@ void project_rows(int64_t T, int64_t B, int64_t I, int64_t N, const S* x, const 
   const int64_t min_steps = std::max<int64_t>(1, (int64_t{1} << 20) / step_work);
   const int64_t n = std::max<int64_t>(
       1, std::min<int64_t>(at::get_num_threads(), steps / min_steps));
+  // Their row counts vary, so W goes to the panels, packed once: plain sgemm copied it at
+  // every step (session 13, op alone, varlen T = 100: 4-13% faster, LSTM and GRU,
+  // B = 16-64, H = 256-512).
+  const PackedB<S> packed_w(/*trans_b=*/true, I, N, w, I, B, steps, /*m_varies=*/true);
   at::parallel_for(0, n, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p)
       for (int64_t i = p; i < steps; i += n) {
         const int64_t t = partial[i], r = rows[t];
         S* out_t = out + t * B * N;
-        if (r > 0) gemm<S>(false, true, r, N, I, S(1), x + t * B * I, I, w, I, S(0), out_t, N);
+        packed_w.gemm(r, x + t * B * I, I, S(0), out_t, N);
         zero_row(out_t + r * N, (B - r) * N);
       }
   });
