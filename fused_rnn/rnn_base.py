@@ -29,7 +29,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         raise NotImplementedError
 
     def run_layer(self, x, weights, state, lengths, reverse):
-        """One layer, one direction: x [T, B, I], weights dict, state tuple of [B, F] →
+        """One layer, one direction: x [T, B, I], weights dict, state sequence of [B, F] →
         (y [T, B, F_out], final state tuple)."""
         raise NotImplementedError
 
@@ -94,47 +94,51 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
             out.append(s)
         return tuple(out)
 
-    def _check_weights(self, x):
-        w = self.weight_ih_l0
+    def _check_weights(self, x, w):
+        """x: the time-major input; w: the first layer's weight_ih."""
         # Under autocast the ops cast their arguments themselves (as torch.nn's do).
-        autocast = x.is_cuda and torch.is_autocast_enabled("cuda")
-        if x.dtype != w.dtype and not autocast:
+        if x.dtype != w.dtype and not (x.is_cuda and torch.is_autocast_enabled("cuda")):
             raise ValueError(f"{type(self).__name__}: input dtype ({x.dtype}) does not match weight "
                              f"dtype ({w.dtype}). Convert input: input.to({w.dtype}), or convert "
                              f"model: model.to({x.dtype})")
-        if x.device != w.device:
-            raise RuntimeError(f"{type(self).__name__}: input is on {x.device} but the weights are "
+        device = x.device
+        if device != w.device:
+            raise RuntimeError(f"{type(self).__name__}: input is on {device} but the weights are "
                                f"on {w.device}; move one of them")
-        check_device(type(self).__name__, x.device)
+        if device.type != "cpu":
+            check_device(type(self).__name__, device)
 
     # --------------------------------------------------------------- forward
 
     def forward(self, input, hx=None):
         name = type(self).__name__
         seq = to_sequence(name, input, self.batch_first, self.input_size)
-        self._check_weights(seq.x)
-        if seq.x.shape[0] == 0:  # as torch.nn does
+        x = seq.x
+        first = self.layer_weights(0, 0)
+        self._check_weights(x, first["weight_ih"])
+        if x.shape[0] == 0:  # as torch.nn does
             raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
         states = self._initial_states(seq, hx)
         D = 2 if self.bidirectional else 1
-        finals = [[] for _ in states]
-        layer_in = seq.x
+        finals = []  # per (layer, direction), its tuple of final states
+        layer_in = x
         for layer in range(self.num_layers):
             outs = []
             for direction in range(D):
                 k = layer * D + direction
-                y, final = self.run_layer(layer_in, self.layer_weights(layer, direction),
-                                          tuple(s[k] for s in states), seq.lengths,
-                                          reverse=direction == 1)
+                weights = first if k == 0 else self.layer_weights(layer, direction)
+                y, final = self.run_layer(layer_in, weights, [s[k] for s in states],
+                                          seq.lengths, reverse=direction == 1)
                 outs.append(y)
-                for acc, f in zip(finals, final):
-                    acc.append(f)
+                finals.append(final)
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
         output = seq.output(layer_in)
         # One (layer, direction): a view instead of a stack (a copy; ~10 us per state on a
         # streaming call of one step).
-        final_states = tuple(seq.state_out(acc[0].unsqueeze(0) if len(acc) == 1 else
-                                           torch.stack(acc, dim=0)) for acc in finals)
+        if len(finals) == 1:
+            final_states = tuple(seq.state_out(f.unsqueeze(0)) for f in finals[0])
+        else:
+            final_states = tuple(seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals))
         return output, final_states if len(final_states) > 1 else final_states[0]
