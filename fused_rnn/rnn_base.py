@@ -66,8 +66,10 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         L = self.num_layers * (2 if self.bidirectional else 1)
         B = seq.batch
         ref = seq.x
-        if hx is None:  # zeros made per layer, not [L*D, B, F] and a view of it each (~3 us)
-            return tuple([ref.new_zeros(B, f) for _ in range(L)] for f in self.state_sizes())
+        if hx is None:
+            # One [B, F] of zeros that every layer reads (the ops never write their
+            # arguments), not [L*D, B, F] and a view of it per layer (~3 us).
+            return tuple([ref.new_zeros(B, f)] * L for f in self.state_sizes())
         shapes = [(L, B, f) for f in self.state_sizes()]
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != len(shapes):
@@ -101,12 +103,13 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
             raise ValueError(f"{type(self).__name__}: input dtype ({x.dtype}) does not match weight "
                              f"dtype ({w.dtype}). Convert input: input.to({w.dtype}), or convert "
                              f"model: model.to({x.dtype})")
+        if x.is_cpu and w.is_cpu:  # the common case, without making device objects
+            return
         device = x.device
         if device != w.device:
             raise RuntimeError(f"{type(self).__name__}: input is on {device} but the weights are "
                                f"on {w.device}; move one of them")
-        if device.type != "cpu":
-            check_device(type(self).__name__, device)
+        check_device(type(self).__name__, device)
 
     # --------------------------------------------------------------- forward
 

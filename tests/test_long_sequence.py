@@ -40,17 +40,19 @@ def saved_activation_bytes(module, x):
 def formula_bytes(cell, T, B, H, P, layers, itemsize):
     """What each layer op saves (csrc/*_args.h), per layer: LSTM gates [T, B, 4H],
     hs [T+1, B, P], cs [T+1, B, H], h_raw [T, B, H] with a projection; GRU gates
-    [T, B, 3H], hs [T+1, B, H], hn [T, B, H]; RNN hs [T+1, B, H]; and the initial state
-    (h0 [B, P], c0 [B, H]; kept for a differentiable backward, fused_rnn/_rerun.py). Plus
-    each upper layer's input, the output [T, B, P] below it. None for a cell not listed."""
-    per_layer = {
-        "LSTM": 4 * H * T * B + (T + 2) * B * (P + H) + (T * B * H if P != H else 0),
-        "GRU": 3 * H * T * B + (T + 2) * B * H + T * B * H,
-        "RNN": (T + 2) * B * H,
-    }.get(cell.ref.__name__)
+    [T, B, 3H], hs [T+1, B, H], hn [T, B, H]; RNN hs [T+1, B, H]. Plus each upper
+    layer's input, the output [T, B, P] below it, and once the initial state (h0 [B, P],
+    c0 [B, H]; kept for a differentiable backward, fused_rnn/_rerun.py), whose zeros every
+    layer reads when no hx is given. None for a cell not listed."""
+    per_layer, state = {
+        "LSTM": (4 * H * T * B + (T + 1) * B * (P + H) + (T * B * H if P != H else 0),
+                 B * (P + H)),
+        "GRU": (3 * H * T * B + (T + 1) * B * H + T * B * H, B * H),
+        "RNN": ((T + 1) * B * H, B * H),
+    }.get(cell.ref.__name__, (None, None))
     if per_layer is None:
         return None
-    return itemsize * (layers * per_layer + (layers - 1) * T * B * P)
+    return itemsize * (layers * per_layer + state + (layers - 1) * T * B * P)
 
 
 def graph_nodes(t):
