@@ -61,7 +61,8 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
 
     def _initial_states(self, seq, hx):
         """Per state, what indexing by k = layer * D + direction gives that layer's [B, F]
-        initial state: the checked user tensor [L*D, B, F], or a list of zeros."""
+        initial state: the checked user tensor [L*D, B, F], or a list holding one tensor
+        of zeros L*D times."""
         name = type(self).__name__
         L = self.num_layers * (2 if self.bidirectional else 1)
         B = seq.batch
