@@ -77,7 +77,7 @@ def _call(op, *args):
       the op itself, whose autograd layer register_autograd installs (a graph then records
       the op, functorch knows that layer, and the layer saves the arguments as autocast
       cast them: csrc/cuda/autocast.cpp sits above it);
-    - when a gradient is wanted, the op's _Layer function (_register_autograd), which runs
+    - when a gradient is wanted, the op's Fused*Layer function (_register_autograd), which runs
       the same setup_context and backward without that layer's generic Python (argument
       defaults filled in, a C++ -> Python -> C++ redispatch): 40-100 us less per training
       call, a tenth of a one-step GRU's forward + backward (benchmarks/NOTES.md, session 13);
@@ -101,16 +101,17 @@ def _register_autograd(op, backward, setup_context):
 
     # forward takes ctx itself: with a separate setup_context, Function.apply binds the
     # arguments through inspect.signature on every call (~50 us).
-    class _Layer(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *args):
-            with torch._C._AutoDispatchBelowAutograd():
-                output = op(*args)
-            setup_context(ctx, args, output)
-            return output
+    def forward(ctx, *args):
+        with torch._C._AutoDispatchBelowAutograd():
+            output = op(*args)
+        setup_context(ctx, args, output)
+        return output
 
-    _Layer.backward = staticmethod(backward)
-    _LAYER_FUNCTIONS[op] = _Layer
+    # Named after the op (lstm_forward -> FusedLstmLayer), so that graphs show
+    # FusedLstmLayerBackward.
+    name = "Fused" + op.__name__.split("_")[0].capitalize() + "Layer"
+    _LAYER_FUNCTIONS[op] = type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
 # ----------------------------------------------------------------------------- LSTM
