@@ -1,6 +1,6 @@
 """A/B of fused_rnn's environment switches (FUSED_RNN_TEAM, FUSED_RNN_PACKED_GEMM, ...) in
-one process, interleaved with torch.nn: each round times torch.nn and every variant in turn
-(5 calls each), and the reported ratio is the median over rounds of the in-round ratio
+one process, interleaved with torch.nn: each round times torch.nn and every variant in a
+shuffled order (an untimed call, then 5 timed calls each), and the reported ratio is the median over rounds of the in-round ratio
 torch / variant, which cancels the slow drifts of a shared VM (benchmarks/NOTES.md,
 session 12). A variant is a comma-separated list of VAR=value, or `auto` (none set).
 
@@ -8,9 +8,11 @@ session 12). A variant is a comma-separated list of VAR=value, or `auto` (none s
         FUSED_RNN_TEAM=one,FUSED_RNN_PACKED_GEMM=mkl -- 100x4x256 200x4x128
 
 Shapes are TxBxH (input size = H). NT sets the thread count (default 2), REPS the rounds,
-VARLEN=1 feeds PackedSequences of random lengths.
+VARLEN=1 feeds PackedSequences of random lengths, COLD=1 times each call right after one of
+the other library (torch.nn's after one of ours), as a call made between other work runs.
 """
 import os
+import random
 import statistics
 import sys
 import time
@@ -24,7 +26,7 @@ def parse_variant(spec):
     return {} if spec == "auto" else dict(kv.split("=", 1) for kv in spec.split(","))
 
 
-def compare(cell, train, variants, T, B, H, rounds, varlen=False):
+def compare(cell, train, variants, T, B, H, rounds, varlen=False, cold=False):
     torch.manual_seed(0)
     ref = getattr(torch.nn, cell)(H, H)
     ours = getattr(fused_rnn, cell)(H, H)
@@ -55,8 +57,26 @@ def compare(cell, train, variants, T, B, H, rounds, varlen=False):
     for call in calls.values():  # warm-up
         call()
         call()
+    order = list(calls)
+    rng = random.Random(0)
     for _ in range(rounds):
-        for name, call in calls.items():
+        # A fixed order favoured the later variants: the first call after another
+        # implementation runs on cold caches (for a one-step call, up to 1.5x slower), so
+        # each block starts with an untimed call of its own, in an order shuffled per round.
+        rng.shuffle(order)
+        for name in order:
+            call = calls[name]
+            if cold:  # as a call between other work runs: right after the other library's
+                other = calls[order[0] if name == "torch" else "torch"]
+                elapsed = 0.0
+                for _ in range(5):
+                    other()
+                    t0 = time.perf_counter()
+                    call()
+                    elapsed += time.perf_counter() - t0
+                times[name].append(elapsed / 5)
+                continue
+            call()
             t0 = time.perf_counter()
             for _ in range(5):
                 call()
@@ -84,7 +104,8 @@ def main():
     rounds = int(os.environ.get("REPS", "15"))
     for shape in args[sep + 1:]:
         T, B, H = (int(v) for v in shape.split("x"))
-        compare(cell, mode == "train", variants, T, B, H, rounds, os.environ.get("VARLEN") == "1")
+        compare(cell, mode == "train", variants, T, B, H, rounds, os.environ.get("VARLEN") == "1",
+                os.environ.get("COLD") == "1")
 
 
 if __name__ == "__main__":

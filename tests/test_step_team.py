@@ -155,9 +155,9 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
 
 @needs_openmp
 @pytest.mark.parametrize("threads,T,B,H,weight_bytes,want", [
-    (2, 1, 1, 256, 1 * MB, (ONE, 1)),       # a streaming step (long calls: units)
-    (2, 16, 4, 128, MB // 4, (ONE, 1)),     # 64 row-steps (long calls: rows)
-    (2, 16, 8, 64, MB // 16, (ROWS, 2)),    # 128 row-steps of small weights: as long calls
+    (2, 1, 1, 256, 1 * MB, (ONE, 1)),       # a streaming step of 1 MB (long calls: units)
+    (2, 1, 1, 128, MB // 4, (UNITS, 2)),    # weights under 1 MB: as long calls
+    (2, 16, 4, 128, MB // 4, (ROWS, 2)),
     (2, 16, 32, 512, 4 * MB, (ONE, 1)),     # 512 row-steps of 1 MB+ weights (long: units)
     (2, 2, 64, 512, 4 * MB, (ONE, 1)),      # (long calls: rows)
     (2, 16, 64, 512, 4 * MB, (ROWS, 2)),    # 1024 row-steps: as long calls
@@ -165,7 +165,8 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
     (2, 0, 1, 256, 1 * MB, (UNITS, 2)),     # T unknown: taken as long
 ], indirect=["threads"])
 def test_short_calls_run_as_one_team(threads, monkeypatch, T, B, H, weight_bytes, want):
-    """plan_team's rule for calls of at most 16 steps, before the choice for long ones."""
+    """plan_team's rule for calls of at most 16 steps with 1 MB+ of weights, before the
+    choice for long ones."""
     monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
     plan = torch.ops.fused_rnn.cpu_team_plan
     assert tuple(plan(B, H, 16, weight_bytes, None, T)) == want

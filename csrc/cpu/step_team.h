@@ -152,14 +152,14 @@ inline TeamSplit team_split_override() {
 //   (T = 100, B = 1, H = 32: 49 against 149 us).
 // With more threads than those minimums allow, fewer threads take part (a split by rows
 // is preferred only if it keeps at least as many threads busy as one by units).
-// Before all that, a short call (T <= 16 steps) runs as one team where its row-steps
-// T B are few (<= 64), or <= 512 with weights of 1 MB or more: a team's start and
-// per-step waits, and each thread reading the weights its own way, cost more than
-// the steps share (session 13, 2 threads, one team against the split above: streaming
-// calls T = 1 GRU B = 1 H = 256 1.47x of torch.nn against 1.18x, LSTM B = 8 H = 512
-// 6.6x against 5.2x; T = 16 B = 32 H = 512 GRU 1.53x against 1.20x; T = 2 B = 64
-// H = 512 LSTM 1.18x against 1.10x; but with more row-steps the split wins, T = 16
-// B = 64 H = 512 GRU 1.42x against 1.32x, T = 8 B = 64 H = 64 2.27x against 1.73x).
+// Before all that, a short call (T <= 16 steps) with weights of 1 MB or more and at most
+// 512 row-steps T B runs as one team, its products threaded inside: over so few steps a
+// team's start, its waits, and (by rows) every thread reading all of W_hh from L3 cost more
+// than they gain (session 13, COLD=1 A/B, 2 threads, one team against the split:
+// T = 16 B = 32 H = 512 GRU 1.55x of torch.nn against 1.46x, training 1.56x against 1.45x;
+// T = 2 B = 64 H = 512 LSTM 1.11x against 1.01x; T = 8 B = 8 H = 256 LSTM training 1.37x
+// against 1.29x). With smaller weights the split stayed as good or better (T = 4 B = 16
+// H = 128 GRU 1.49x by rows against 1.38x), and so did one-step calls by units.
 // len (null without varlen rows): where a split by rows cuts the batch (row_cuts).
 // T: the call's steps (0: unknown, taken as long).
 inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_bytes,
@@ -167,7 +167,7 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
   constexpr int64_t kMinUnitsPerThread = 64, kMinRowsPerThread = 4;
   constexpr int64_t kCachedWeightBytes = int64_t{1} << 20, kStreamingRowsPerThread = 32;
   constexpr int64_t kSmallWeightBytes = int64_t{512} << 10, kMinBatchForUnits = 8;
-  constexpr int64_t kShortSteps = 16, kShortRowSteps = 64, kShortRowStepsLargeW = 512;
+  constexpr int64_t kShortSteps = 16, kShortRowSteps = 512;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t vectors = std::max<int64_t>(1, (H + align - 1) / align);
 #if AT_PARALLEL_OPENMP
@@ -191,10 +191,8 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
     case TeamSplit::kOne: return units_over(1);
     case TeamSplit::kAuto: break;
   }
-  const int64_t row_steps = T * B;
-  if (T > 0 && T <= kShortSteps &&
-      (row_steps <= kShortRowSteps ||
-       (weight_bytes >= kCachedWeightBytes && row_steps <= kShortRowStepsLargeW)))
+  if (T > 0 && T <= kShortSteps && weight_bytes >= kCachedWeightBytes &&
+      T * B <= kShortRowSteps)
     return units_over(1);
   // As many threads as get 64+ units (blocks are whole vectors) or 4+ rows each (1+
   // with small weights).
