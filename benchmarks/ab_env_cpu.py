@@ -1,8 +1,8 @@
 """A/B of fused_rnn's environment switches (FUSED_RNN_TEAM, FUSED_RNN_PACKED_GEMM, ...) in
 one process, interleaved with torch.nn: each round times torch.nn and every variant in a
-shuffled order (an untimed call, then 5 timed calls each), and the reported ratio is the median over rounds of the in-round ratio
-torch / variant, which cancels the slow drifts of a shared VM (benchmarks/NOTES.md,
-session 12). A variant is a comma-separated list of VAR=value, or `auto` (none set).
+shuffled order (an untimed call, then 5 timed calls each), and the reported ratio is the
+median over rounds of the in-round ratio torch / variant, which cancels the slow drifts of
+a shared VM (benchmarks/NOTES.md, sessions 12 and 13). A variant is a comma-separated list of VAR=value, or `auto` (none set).
 
     python benchmarks/ab_env_cpu.py LSTM infer auto FUSED_RNN_TEAM=units \\
         FUSED_RNN_TEAM=one,FUSED_RNN_PACKED_GEMM=mkl -- 100x4x256 200x4x128
@@ -67,7 +67,8 @@ def compare(cell, train, variants, T, B, H, rounds, varlen=False, cold=False):
         for name in order:
             call = calls[name]
             if cold:  # as a call between other work runs: right after the other library's
-                other = calls[order[0] if name == "torch" else "torch"]
+                other = calls["torch" if name != "torch" else
+                              next(k for k in order if k != "torch")]
                 elapsed = 0.0
                 for _ in range(5):
                     other()
