@@ -2,7 +2,8 @@
 one process, interleaved with torch.nn: each round times torch.nn and every variant in a
 shuffled order (an untimed call, then 5 timed calls each), and the reported ratio is the
 median over rounds of the in-round ratio torch / variant, which cancels the slow drifts of
-a shared VM (benchmarks/NOTES.md, sessions 12 and 13). A variant is a comma-separated list of VAR=value, or `auto` (none set).
+a shared VM (benchmarks/NOTES.md, sessions 12 and 13). A variant is a comma-separated list
+of VAR=value, or `auto` (none set).
 
     python benchmarks/ab_env_cpu.py LSTM infer auto FUSED_RNN_TEAM=units \\
         FUSED_RNN_TEAM=one,FUSED_RNN_PACKED_GEMM=mkl -- 100x4x256 200x4x128
