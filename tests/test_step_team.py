@@ -155,8 +155,8 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
 
 @needs_openmp
 @pytest.mark.parametrize("threads,T,B,H,weight_bytes,want", [
-    (2, 1, 1, 256, 1 * MB, (ONE, 1)),       # a streaming step of 1 MB (long calls: units)
-    (2, 1, 1, 128, MB // 4, (UNITS, 2)),    # weights under 1 MB: as long calls
+    (2, 2, 1, 256, 1 * MB, (ONE, 1)),       # two steps of 1 MB (long calls: units)
+    (2, 2, 1, 128, MB // 4, (UNITS, 2)),    # weights under 1 MB: as long calls
     (2, 16, 4, 128, MB // 4, (ROWS, 2)),
     (2, 16, 32, 512, 4 * MB, (ONE, 1)),     # 512 row-steps of 1 MB+ weights (long: units)
     (2, 2, 64, 512, 4 * MB, (ONE, 1)),      # (long calls: rows)
@@ -168,13 +168,63 @@ def test_short_calls_run_as_one_team(threads, monkeypatch, T, B, H, weight_bytes
     """plan_team's rule for calls of at most 16 steps with 1 MB+ of weights, before the
     choice for long ones."""
     monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
+    monkeypatch.delenv("FUSED_RNN_STEP_PROJECTION", raising=False)
     plan = torch.ops.fused_rnn.cpu_team_plan
     assert tuple(plan(B, H, 16, weight_bytes, None, T)) == want
     # the lengths of varlen rows give T when it is not given
-    assert tuple(plan(B, H, 16, weight_bytes, torch.full((B,), max(T, 1)))[:2]) == \
+    assert tuple(plan(B, H, 16, weight_bytes, torch.full((B,), T or 2))[:2]) == \
         (want if T > 0 else (ONE, 1))
     monkeypatch.setenv("FUSED_RNN_TEAM", "units")  # a forced split still wins
-    assert tuple(plan(1, 256, 16, MB, None, 1)) == (UNITS, 2)
+    assert tuple(plan(1, 256, 16, MB, None, 2)) == (UNITS, 2)
+
+
+@needs_openmp
+@pytest.mark.parametrize("threads,B,H,weight_bytes,want", [
+    (2, 1, 256, 1 * MB, (UNITS, 2)),        # (projected first: one team)
+    (2, 64, 512, 4 * MB, (UNITS, 2)),       # (projected first: one team)
+    (2, 16, 256, 1 * MB, (UNITS, 2)),       # (projected first: one team)
+    (2, 16, 128, MB // 4, (UNITS, 2)),      # (projected first: rows)
+    (2, 4, 96, MB // 8, (ONE, 1)),          # 48 units per thread: one thread
+    (3, 1, 192, MB // 2, (UNITS, 3)),       # 64 units each for 3 threads
+    (3, 1, 128, MB // 4, (UNITS, 2)),       # only 2 threads get 64 units
+], indirect=["threads"])
+def test_one_step_calls_split_by_units(threads, monkeypatch, B, H, weight_bytes, want):
+    """A one-step call projects its input inside the step, each tile for its units
+    (project_in_step), so it splits by units wherever each thread gets 64+ of them;
+    FUSED_RNN_STEP_PROJECTION=0 projects first and takes the choice for short calls."""
+    monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
+    monkeypatch.delenv("FUSED_RNN_STEP_PROJECTION", raising=False)
+    plan = torch.ops.fused_rnn.cpu_team_plan
+    assert tuple(plan(B, H, 16, weight_bytes, None, 1)) == want
+    assert tuple(plan(B, H, 16, weight_bytes, torch.ones(B, dtype=torch.long))[:2]) == want
+    monkeypatch.setenv("FUSED_RNN_STEP_PROJECTION", "0")
+    assert tuple(plan(B, H, 16, weight_bytes, None, 1)) == \
+        tuple(plan(B, H, 16, weight_bytes, None, 2))
+    monkeypatch.setenv("FUSED_RNN_TEAM", "rows")  # a forced split still wins
+    monkeypatch.delenv("FUSED_RNN_STEP_PROJECTION")
+    assert tuple(plan(B, H, 16, weight_bytes, None, 1))[0] == ROWS
+
+
+@pytest.mark.parametrize("threads", (1, 2, 3), indirect=True)
+@pytest.mark.parametrize("step_projection", ("1", "0"))
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+@pytest.mark.parametrize("hidden_size,batch", [(10, 1), (37, 5), (70, 13)])
+def test_one_step_calls_any_team_size(threads, split, monkeypatch, step_projection, cell,
+                                      hidden_size, batch):
+    """One-step calls (streaming): the tiles project their own rows and units of the
+    input, under every split, or the call projects first (FUSED_RNN_STEP_PROJECTION=0);
+    outputs, final states and every gradient as torch.nn's."""
+    monkeypatch.setenv("FUSED_RNN_STEP_PROJECTION", step_projection)
+    torch.manual_seed(hidden_size)
+    gen = torch.Generator().manual_seed(threads)
+    ref, ours = make(cell, input_size=6, hidden_size=hidden_size, num_layers=2,
+                     bidirectional=True)
+    x = torch.randn(1, batch, 6, dtype=torch.float64, generator=gen)
+    assert_same(ref, ours, x, make_state(cell, 4, batch, hidden_size, gen=gen), torch.float64)
+    if cell is CELLS[0]:  # the LSTM's projection: two phases per step
+        ref, ours = make(cell, input_size=6, hidden_size=hidden_size, proj_size=3)
+        assert_same(ref, ours, x, make_state(cell, 1, batch, hidden_size, proj_size=3,
+                                             gen=gen), torch.float64)
 
 
 @needs_openmp

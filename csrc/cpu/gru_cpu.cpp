@@ -1,7 +1,8 @@
 // CPU implementation of the GRU layer ops (argument layout: gru_args.h).
 //
 // Forward: the input projection of every step's running rows (input_projection.h: one GEMM
-// over all steps when no row has finished), then the time loop on one team of threads
+// over all steps when no row has finished; a one-step call's tiles project their own rows and
+// units inside the step instead), then the time loop on one team of threads
 // (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the 3 gate
 // rows of its hidden units; all of W_hh for its rows when the team splits the batch) into a
 // scratch row block, kept apart from the input projection since r scales its n block, and runs
@@ -32,13 +33,18 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
                         S* hn, S* gh) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
-  // every row runs); the pass overwrites it with the activations.
-  project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
+  // every row runs); the pass overwrites it with the activations. A one-step call has
+  // every tile project its own rows and units instead (project_in_step).
+  const bool in_step = project_in_step(T);
+  if (!in_step) project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
   const int64_t weight_bytes = G3 * H * int64_t{sizeof(S)};  // read every step
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
+  const TeamPlan plan =
+      plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
   const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 3, H, I, plan.units, plan.max_rows(), T,
+                             plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
@@ -47,13 +53,15 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
     S* y_t = y + t * B * H;
+    if (in_step)  // every row runs in a one-step call
+      wih.gemm(tl.u, tl.gemm_rows(rows[t]), x + (t * B + b0) * I, I, S(0), g_t + b0 * G3, G3);
     whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(0), gh + b0 * G3, G3);
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
         zero_row(y_t + b * H + lo, hi - lo);
-        for (int64_t k = 0; k < 3; ++k) zero_row(g_t + b * G3 + k * H + lo, hi - lo);
-        zero_row(hn_t + b * H + lo, hi - lo);  // saved tensors stay deterministic
+        // (its gates are the zeros project_rows left; hn too, for deterministic saves)
+        zero_row(hn_t + b * H + lo, hi - lo);
         continue;
       }
       S* g = g_t + b * G3;

@@ -1,7 +1,8 @@
 // CPU implementation of the LSTM layer ops (argument layout: lstm_args.h).
 //
 // Forward: the input projection of every step's running rows (input_projection.h: one GEMM
-// over all steps when no row has finished), then the time loop on one team of threads
+// over all steps when no row has finished; a one-step call's tiles project their own rows and
+// units inside the step instead), then the time loop on one team of threads
 // (step_team.h): per step, thread p multiplies h_prev by its packed slice of W_hh (the 4 gate
 // rows of its hidden units; all of W_hh for its rows when the team splits the batch) and runs
 // lstm_forward_elem on those units. Backward walks the steps in reverse the same way (its
@@ -32,16 +33,19 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
-  // every row runs).
-  project_rows<S>(T, B, I, G4, x, w_ih, gates, rows);
+  // every row runs); in a one-step call every tile projects its own rows and units.
+  const bool in_step = project_in_step(T);
+  if (!in_step) project_rows<S>(T, B, I, G4, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
   // output columns outs of unit block u, for its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
   // W_hh and W_hr, read every step
   const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) * int64_t{sizeof(S)};
-  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T);
+  const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T, in_step);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
   const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 4, H, I, plan.units, plan.max_rows(), T,
+                             plan.gemm_rows_vary());
   const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows(), T, plan.gemm_rows_vary());
   // A step is one phase (gates, cell) or, with a projection, two (then r = h_raw W_hr^T,
   // which needs every unit of h_raw).
@@ -72,6 +76,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     S* g_t = gates + t * B * G4;
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     S* c_out = cs + slot_out(t, reverse) * B * H;
+    if (in_step) wih.gemm(tl.u, m, x + (t * B + b0) * I, I, S(0), g_t + b0 * G4, G4);
     whh.gemm(tl.u, m, h_in + b0 * P, P, S(1), g_t + b0 * G4, G4);
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros

@@ -1,7 +1,8 @@
 // CPU implementation of the Elman RNN layer ops (argument layout: rnn_args.h).
 //
 // Forward: the input projection of every step's running rows goes into y (input_projection.h:
-// one GEMM over all steps when no row has finished), then the time loop on one team of threads
+// one GEMM over all steps when no row has finished; a one-step call's tiles project their own
+// rows and units inside the step instead), then the time loop on one team of threads
 // (step_team.h): per step, thread p adds h_prev times its packed rows of W_hh (all of them for
 // its batch rows when the team splits the batch) to its columns of y and turns them into the
 // new state, in place (y is its own pre-activation buffer). Backward walks the steps in
@@ -31,19 +32,25 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
                         bool reverse, S* y, S* hs) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // y[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where every
-  // row runs).
-  project_rows<S>(T, B, I, H, x, w_ih, y, rows);
+  // row runs); in a one-step call every tile projects its own rows and units.
+  const bool in_step = project_in_step(T);
+  if (!in_step) project_rows<S>(T, B, I, H, x, w_ih, y, rows);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).
   const int64_t weight_bytes = H * H * int64_t{sizeof(S)};  // read every step
-  const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
+  const TeamPlan plan =
+      plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
   const GateRowSlices<S> whh(w_hh, 1, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 1, H, I, plan.units, plan.max_rows(), T,
+                             plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
     const int64_t t = reverse ? T - 1 - s : s, lo = tl.lo, hi = tl.hi, b0 = tl.b0;
     if (lo >= hi) return;
     S* y_t = y + t * B * H;
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
+    if (in_step)
+      wih.gemm(tl.u, tl.gemm_rows(rows[t]), x + (t * B + b0) * I, I, S(0), y_t + b0 * H, H);
     whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(1), y_t + b0 * H, H);
     for (int64_t b = b0; b < tl.b1; ++b) {
       S* y_row = y_t + b * H;

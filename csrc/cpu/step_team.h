@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <thread>
@@ -129,6 +130,20 @@ inline TeamSplit team_split_override() {
   return TeamSplit::kAuto;
 }
 
+// Whether a forward layer call of T steps projects its input inside its step, each tile
+// its own rows and units, rather than in one GEMM over all steps before the loop
+// (input_projection.h): in a one-step call nothing is gained by projecting first, and this
+// way the call reads W_ih and W_hh in one parallel region, each thread only its slices
+// (session 14, 2 threads, each call right after one of torch.nn's: GRU and LSTM 4-13%
+// faster at H = 128 and at B = 64 H = 512, ties at B = 1-16 H = 256-512; the op alone in
+// a warm loop, GRU B = 1 H = 512: 164 against 195 us). FUSED_RNN_STEP_PROJECTION=0 (read
+// per call) projects first (A/B runs, tests).
+inline bool project_in_step(int64_t T) {
+  if (T != 1) return false;
+  const char* env = std::getenv("FUSED_RNN_STEP_PROJECTION");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
 // weight_bytes: the recurrent weights one step multiplies by (W_hh, and W_hr with a
 // projection). Measured on an Intel Xeon, 2 threads (benchmarks/NOTES.md, session 11):
 // - By rows wherever each thread gets 4+ rows and either the weights stay in its L2
@@ -162,8 +177,12 @@ inline TeamSplit team_split_override() {
 // H = 128 GRU 1.49x by rows against 1.38x), and so did one-step calls by units.
 // len (null without varlen rows): where a split by rows cuts the batch (row_cuts).
 // T: the call's steps (0: unknown, taken as long).
+// one_step_projection: a one-step call whose tiles also project their own input
+// (project_in_step): by units over as many threads as get 64+ units, so each thread
+// reads only its slices of W_ih and W_hh, once.
 inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_bytes,
-                          const int64_t* len = nullptr, int64_t T = 0) {
+                          const int64_t* len = nullptr, int64_t T = 0,
+                          bool one_step_projection = false) {
   constexpr int64_t kMinUnitsPerThread = 64, kMinRowsPerThread = 4;
   constexpr int64_t kCachedWeightBytes = int64_t{1} << 20, kStreamingRowsPerThread = 32;
   constexpr int64_t kSmallWeightBytes = int64_t{512} << 10, kMinBatchForUnits = 8;
@@ -191,13 +210,14 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
     case TeamSplit::kOne: return units_over(1);
     case TeamSplit::kAuto: break;
   }
-  if (T > 0 && T <= kShortSteps && weight_bytes >= kCachedWeightBytes &&
-      T * B <= kShortRowSteps)
-    return units_over(1);
   // As many threads as get 64+ units (blocks are whole vectors) or 4+ rows each (1+
   // with small weights).
   const int64_t unit_count = std::max<int64_t>(
       1, std::min(unit_threads, vectors * align / kMinUnitsPerThread));
+  if (one_step_projection) return units_over(unit_count);
+  if (T > 0 && T <= kShortSteps && weight_bytes >= kCachedWeightBytes &&
+      T * B <= kShortRowSteps)
+    return units_over(1);
   const int64_t min_rows = weight_bytes <= kSmallWeightBytes ? 1 : kMinRowsPerThread;
   const int64_t row_count = std::max<int64_t>(1, std::min(threads, B / min_rows));
   const bool rows_cheap = weight_bytes <= kCachedWeightBytes ||
