@@ -330,6 +330,32 @@ def test_malformed_packed_lengths_raise(cell, packed, pattern):
         ours(packed())
 
 
+@cells
+def test_checked_permutations_are_rechecked_after_in_place_changes(cell):
+    """A PackedSequence's index permutations are checked once per version (reading CUDA
+    values waits for the GPU): reusing a checked pack skips the check, an in-place change
+    is caught at the next call, and inference tensors (no version counter) are checked at
+    every call."""
+    _, ours = make(cell, input_size=3, hidden_size=4)
+    packed = pack_padded_sequence(torch.randn(4, 3, 3, dtype=F64), torch.tensor([2, 4, 3]),
+                                  enforce_sorted=False)
+    ours(packed)
+    ours(packed)
+    key = "_fused_rnn_permutation_version"
+    assert getattr(packed.sorted_indices, key) == packed.sorted_indices._version
+    packed.unsorted_indices[0] = packed.unsorted_indices[1]  # no longer a permutation
+    with pytest.raises(ValueError, match=r"unsorted_indices must be an int64 permutation"):
+        ours(packed)
+    with torch.inference_mode():
+        ok = pack_padded_sequence(torch.randn(4, 3, 3, dtype=F64), torch.tensor([2, 4, 3]),
+                                  enforce_sorted=False)
+        ours(ok)
+        assert not hasattr(ok.sorted_indices, key)
+        ok.sorted_indices[0] = 5
+        with pytest.raises(ValueError, match=r"sorted_indices must be an int64 permutation"):
+            ours(ok)
+
+
 def test_pack_rejects_zero_lengths():
     """The public way to build lengths rejects zero lengths before we see them."""
     with pytest.raises(RuntimeError, match="greater than 0"):

@@ -48,17 +48,21 @@ void dispatch_types(const char* op, at::ScalarType t, const Fn& fn) {
 }
 
 // lengths (CPU) copied to the device once per call, before any kernel reads it.
-// Not inside a CUDA graph capture: the copy is from pageable host memory, and the
-// per-step GEMM row counts are decided on the host from these lengths, so a graph would
-// replay this call's lengths whatever the batch it is replayed on holds.
+// Not inside a CUDA graph capture: the per-step GEMM row counts are decided on the host
+// from these lengths, so a graph would replay this call's lengths whatever the batch it is
+// replayed on holds.
 inline at::Tensor lengths_on(const char* op, const std::optional<at::Tensor>& lengths,
                              const at::Device& dev) {
   if (!lengths.has_value() || !lengths->defined()) return at::Tensor();
   TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None,
               op, ": per-row lengths (a PackedSequence) cannot be captured in a CUDA graph: "
               "capture padded input without lengths, or run this call outside the graph");
-  return lengths->to(at::TensorOptions().device(dev), /*non_blocking=*/false, /*copy=*/true)
-      .contiguous();
+  // From pinned memory, without blocking: a blocking copy from pageable memory synchronizes
+  // the stream, so every varlen layer call stalled the host until the GPU had drained. The
+  // pinned buffer is not reused before the copy has run (the host allocator records it).
+  return lengths->contiguous()
+      .pin_memory()
+      .to(at::TensorOptions().device(dev), /*non_blocking=*/true, /*copy=*/true);
 }
 
 }  // namespace fused_rnn::cuda
