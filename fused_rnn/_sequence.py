@@ -149,7 +149,8 @@ def _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices):
                              f"{idx.dtype} {list(idx.shape)}")
 
 
-# Set on an index tensor found to be a permutation: its version counter then. Reading a
+# Set on an index tensor found to be a permutation: its version counter and data pointer
+# then (a copy, or a reloaded tensor, carries the attribute to other memory). Reading a
 # CUDA tensor's values waits for all the GPU work queued before (a stream sync), which made
 # every call on a PackedSequence stall the host until the GPU had drained (the varlen suite
 # on an H100: GRU B = 64 H = 512 4.1 ms packed against 2.2 ms padded); a PackedSequence fed
@@ -159,13 +160,13 @@ _CHECKED = "_fused_rnn_permutation_version"
 
 
 def _version(idx):
-    """idx's version counter, or None where there is none to trust (inference tensors, which
-    do not count their in-place changes; tensors being traced)."""
+    """(version counter, data pointer) of idx, or None where there is no counter to trust
+    (inference tensors, which do not count their in-place changes; tensors being traced)."""
     if torch.compiler.is_compiling() or idx.is_inference():
         return None
     try:
-        return idx._version
-    except RuntimeError:  # a wrapper without a version counter
+        return idx._version, idx.data_ptr()
+    except RuntimeError:  # a wrapper without a version counter or storage
         return None
 
 

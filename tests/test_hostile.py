@@ -342,7 +342,8 @@ def test_checked_permutations_are_rechecked_after_in_place_changes(cell):
     ours(packed)
     ours(packed)
     key = "_fused_rnn_permutation_version"
-    assert getattr(packed.sorted_indices, key) == packed.sorted_indices._version
+    assert getattr(packed.sorted_indices, key) == (packed.sorted_indices._version,
+                                                   packed.sorted_indices.data_ptr())
     packed.unsorted_indices[0] = packed.unsorted_indices[1]  # no longer a permutation
     with pytest.raises(ValueError, match=r"unsorted_indices must be an int64 permutation"):
         ours(packed)
