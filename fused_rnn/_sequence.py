@@ -184,7 +184,7 @@ def _is_permutation(idx, batch):
 def _to_device(t, device):
     """A host tensor copied to `device` without a stream sync: a blocking copy from pageable
     memory waits for every queued kernel; from pinned memory it is queued like a kernel."""
-    if device.type == "cuda":
+    if device.type == "cuda" and not torch.compiler.is_compiling():
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
