@@ -54,8 +54,9 @@ std::string build_info() {
 // SIMD vectors `align` wide, would split over torch's threads now (step_team.h):
 // [how, blocks] with how 0 = one block, 1 = by units, 2 = by rows; with lengths (varlen
 // rows, int64 [B]) and a split by rows, then each block's first row and B. T: the call's
-// steps (0: a long call; with lengths, 0 means their maximum; 1: a one-step call, whose
-// tiles project their own input). For tests of the choice and of FUSED_RNN_TEAM.
+// steps (0: a long call; with lengths, 0 means their maximum; 1: a one-step call whose rows
+// all run, so its tiles project their own input). For tests of the choice and of
+// FUSED_RNN_TEAM.
 std::vector<int64_t> cpu_team_plan(int64_t B, int64_t H, int64_t align, int64_t weight_bytes,
                                    const std::optional<at::Tensor>& lengths, int64_t T) {
   const at::Tensor len = cpu::lengths_or_undefined(lengths);
@@ -64,7 +65,7 @@ std::vector<int64_t> cpu_team_plan(int64_t B, int64_t H, int64_t align, int64_t 
   const int64_t* l = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   if (T == 0 && len.defined() && B > 0) T = len.max().item<int64_t>();
   const cpu::TeamPlan plan =
-      cpu::plan_team(B, H, align, weight_bytes, l, T, cpu::project_in_step(T));
+      cpu::plan_team(B, H, align, weight_bytes, l, T, cpu::project_in_step(T, 1, B, B));
   const int64_t how = plan.by_rows ? 2 : plan.units.count > 1 ? 1 : 0;
   std::vector<int64_t> out{how, plan.count()};
   if (l != nullptr && plan.by_rows)

@@ -4,6 +4,7 @@ Batched (T, B, I), batch_first (B, T, I), unbatched (T, I) and PackedSequence in
 become x [T, B, I] plus optional per-row lengths (int64, CPU) for the layer ops; outputs
 are mapped back to the form that came in.
 """
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -149,20 +150,20 @@ def _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices):
                              f"{idx.dtype} {list(idx.shape)}")
 
 
-# Set on an index tensor found to be a permutation: its version counter and data pointer
-# then (a copy, or a reloaded tensor, carries the attribute to other memory). Reading a
-# CUDA tensor's values waits for all the GPU work queued before (a stream sync), which made
-# every call on a PackedSequence stall the host until the GPU had drained (the varlen suite
-# on an H100: GRU B = 64 H = 512 4.1 ms packed against 2.2 ms padded); a PackedSequence fed
-# to several calls (layers of modules, repeated inference) is checked once. An in-place
-# change bumps the version, and the next call checks again.
-_CHECKED = "_fused_rnn_permutation_version"
+# CUDA index tensors found to be permutations: id -> (weak reference, version counter, data
+# pointer) at the check. Reading a CUDA tensor's values waits for all the GPU work queued
+# before it (a stream sync), which made every call on a PackedSequence stall the host until
+# the GPU had drained (the varlen suite on an H100: GRU B = 64 H = 512 4.1 ms packed against
+# 2.2 ms padded); a pack fed to several calls (layers of modules, repeated inference) is
+# checked once. An in-place change bumps the version, and the next call checks again; writes
+# that bypass the counter (through .data, NumPy or DLPack) are not seen. Inference tensors
+# have no counter and are checked at every call; CPU tensors always (no sync there).
+_CHECKED = {}
 
 
-def _version(idx):
-    """(version counter, data pointer) of idx, or None where there is no counter to trust
-    (inference tensors, which do not count their in-place changes; tensors being traced)."""
-    if torch.compiler.is_compiling() or idx.is_inference():
+def _memo_key(idx):
+    """(version counter, data pointer) of a CUDA idx, or None where it is not remembered."""
+    if not idx.is_cuda or torch.compiler.is_compiling() or idx.is_inference():
         return None
     try:
         return idx._version, idx.data_ptr()
@@ -171,13 +172,15 @@ def _version(idx):
 
 
 def _is_permutation(idx, batch):
-    version = _version(idx)
-    if version is not None and getattr(idx, _CHECKED, None) == version:
+    key = _memo_key(idx)
+    entry = _CHECKED.get(id(idx)) if key is not None else None
+    if entry is not None and entry[0]() is idx and entry[1] == key:
         return True
     if not torch.equal(idx.sort().values.cpu(), torch.arange(batch)):
         return False
-    if version is not None:
-        setattr(idx, _CHECKED, version)
+    if key is not None:
+        ident = id(idx)
+        _CHECKED[ident] = (weakref.ref(idx, lambda _, i=ident: _CHECKED.pop(i, None)), key)
     return True
 
 

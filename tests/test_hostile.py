@@ -331,30 +331,45 @@ def test_malformed_packed_lengths_raise(cell, packed, pattern):
 
 
 @cells
-def test_checked_permutations_are_rechecked_after_in_place_changes(cell):
-    """A PackedSequence's index permutations are checked once per version (reading CUDA
-    values waits for the GPU): reusing a checked pack skips the check, an in-place change
-    is caught at the next call, and inference tensors (no version counter) are checked at
-    every call."""
+def test_permutations_are_checked_at_every_call_on_the_cpu(cell):
+    """A pack that passed once and was then changed in place is refused at the next call."""
     _, ours = make(cell, input_size=3, hidden_size=4)
     packed = pack_padded_sequence(torch.randn(4, 3, 3, dtype=F64), torch.tensor([2, 4, 3]),
                                   enforce_sorted=False)
     ours(packed)
-    ours(packed)
-    key = "_fused_rnn_permutation_version"
-    assert getattr(packed.sorted_indices, key) == (packed.sorted_indices._version,
-                                                   packed.sorted_indices.data_ptr())
-    packed.unsorted_indices[0] = packed.unsorted_indices[1]  # no longer a permutation
+    packed.unsorted_indices.data[0] = packed.unsorted_indices[1]  # no longer a permutation
     with pytest.raises(ValueError, match=r"unsorted_indices must be an int64 permutation"):
         ours(packed)
+
+
+def test_checked_permutations_are_remembered_per_version(monkeypatch):
+    """On CUDA a pack's index permutations are checked once per version (reading them back
+    waits for the GPU): the memo, run here on CPU tensors. A checked tensor is not read again;
+    an in-place change, another tensor with the same values, or a tensor that died and whose
+    id is reused are checked again; inference tensors are never remembered."""
+    from fused_rnn import _sequence
+    monkeypatch.setattr(_sequence, "_memo_key", lambda idx: (
+        None if idx.is_inference() else (idx._version, idx.data_ptr())))
+    reads = []
+    real_sort = torch.Tensor.sort
+    monkeypatch.setattr(torch.Tensor, "sort", lambda t, *a, **k: (reads.append(1),
+                                                                   real_sort(t, *a, **k))[1])
+    idx = torch.tensor([2, 0, 1])
+    assert _sequence._is_permutation(idx, 3) and len(reads) == 1
+    assert _sequence._is_permutation(idx, 3) and len(reads) == 1  # remembered
+    idx[0] = 1  # a new version, and no longer a permutation
+    assert not _sequence._is_permutation(idx, 3) and len(reads) == 2
+    idx[0] = 2
+    assert _sequence._is_permutation(idx, 3) and len(reads) == 3
+    other = idx.clone()
+    assert _sequence._is_permutation(other, 3) and len(reads) == 4
+    entries = len(_sequence._CHECKED)
+    del other  # its entry goes with it
+    assert len(_sequence._CHECKED) == entries - 1
     with torch.inference_mode():
-        ok = pack_padded_sequence(torch.randn(4, 3, 3, dtype=F64), torch.tensor([2, 4, 3]),
-                                  enforce_sorted=False)
-        ours(ok)
-        assert not hasattr(ok.sorted_indices, key)
-        ok.sorted_indices[0] = 5
-        with pytest.raises(ValueError, match=r"sorted_indices must be an int64 permutation"):
-            ours(ok)
+        frozen = torch.tensor([1, 0, 2])
+    assert _sequence._is_permutation(frozen, 3) and _sequence._is_permutation(frozen, 3)
+    assert len(reads) == 6
 
 
 def test_pack_rejects_zero_lengths():

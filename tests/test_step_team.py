@@ -261,3 +261,37 @@ def test_varlen_row_blocks_are_balanced(threads, monkeypatch):
     _, _, *even = torch.ops.fused_rnn.cpu_team_plan(16, 32, 16, 4096, torch.full((16,), 7))
     even_sizes = [b - a for a, b in zip(even, even[1:])]
     assert sum(even_sizes) == 16 and max(even_sizes) - min(even_sizes) <= 1, even
+
+
+@pytest.mark.parametrize("threads", (1, 2), indirect=True)
+@pytest.mark.parametrize("input_size,lengths", [
+    (5, [1, 0, 1]),  # an op-level length of 0 inside the batch: every row still projected
+    (5, [1, 1, 0]),  # the last rows do not run: projected first, their gates zeroed
+    (0, None),       # nothing to project (an empty W_ih has no data)
+])
+def test_one_step_ops_at_the_edges(threads, monkeypatch, input_size, lengths):
+    """The raw ops on one step, with what the modules never pass (lengths of 0, input
+    size 0): every output and saved tensor as when the call projects first."""
+    ops = torch.ops.fused_rnn
+    gen = torch.Generator().manual_seed(input_size)
+    B, H = 3, 20
+    rnd = lambda *s: torch.randn(*s, dtype=torch.float64, generator=gen)  # noqa: E731
+    x, h0, c0 = rnd(1, B, input_size), rnd(B, H), rnd(B, H)
+    lens = None if lengths is None else torch.tensor(lengths)
+    calls = {
+        "lstm": lambda: ops.lstm_forward(x, rnd(4 * H, input_size), rnd(4 * H, H), rnd(4 * H),
+                                         rnd(4 * H), None, h0, c0, lens, False),
+        "gru": lambda: ops.gru_forward(x, rnd(3 * H, input_size), rnd(3 * H, H), rnd(3 * H),
+                                       rnd(3 * H), h0, lens, False),
+        "rnn": lambda: ops.rnn_forward(x, rnd(H, input_size), rnd(H, H), rnd(H), rnd(H), h0,
+                                       lens, False, False),
+    }
+    for name, call in calls.items():
+        results = []
+        for switch in ("1", "0"):
+            monkeypatch.setenv("FUSED_RNN_STEP_PROJECTION", switch)
+            gen.manual_seed(7)  # the same weights both times
+            results.append([t for t in call() if t.numel() > 0])
+        for k, (a, b) in enumerate(zip(*results)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12,
+                                       msg=lambda m: f"{name} output {k}: {m}")

@@ -35,7 +35,7 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
   // every row runs); the pass overwrites it with the activations. A one-step call has
   // every tile project its own rows and units instead (project_in_step).
-  const bool in_step = project_in_step(T);
+  const bool in_step = project_in_step(T, I, T > 0 ? rows[0] : 0, B);
   if (!in_step) project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
@@ -53,15 +53,15 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
     S* y_t = y + t * B * H;
-    if (in_step)  // every row runs in a one-step call
+    if (in_step)
       wih.gemm(tl.u, tl.gemm_rows(rows[t]), x + (t * B + b0) * I, I, S(0), g_t + b0 * G3, G3);
     whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(0), gh + b0 * G3, G3);
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
         zero_row(y_t + b * H + lo, hi - lo);
-        // (its gates are the zeros project_rows left; hn too, for deterministic saves)
-        zero_row(hn_t + b * H + lo, hi - lo);
+        for (int64_t k = 0; k < 3; ++k) zero_row(g_t + b * G3 + k * H + lo, hi - lo);
+        zero_row(hn_t + b * H + lo, hi - lo);  // saved tensors stay deterministic
         continue;
       }
       S* g = g_t + b * G3;

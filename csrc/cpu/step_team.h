@@ -137,9 +137,11 @@ inline TeamSplit team_split_override() {
 // (session 14, 2 threads, each call right after one of torch.nn's: GRU and LSTM 4-13%
 // faster at H = 128 and at B = 64 H = 512, ties at B = 1-16 H = 256-512; the op alone in
 // a warm loop, GRU B = 1 H = 512: 164 against 195 us). FUSED_RNN_STEP_PROJECTION=0 (read
-// per call) projects first (A/B runs, tests).
-inline bool project_in_step(int64_t T) {
-  if (T != 1) return false;
+// per call) projects first (A/B runs, tests). Only where the step has an input to project
+// (I > 0) and every row runs it (the ops take lengths of 0, whose rows project_rows zeroes):
+// first_rows is rows_active's count for the step, B the batch.
+inline bool project_in_step(int64_t T, int64_t I, int64_t first_rows, int64_t B) {
+  if (T != 1 || I <= 0 || first_rows != B) return false;
   const char* env = std::getenv("FUSED_RNN_STEP_PROJECTION");
   return env == nullptr || std::strcmp(env, "0") != 0;
 }

@@ -58,11 +58,12 @@ inline at::Tensor lengths_on(const char* op, const std::optional<at::Tensor>& le
               op, ": per-row lengths (a PackedSequence) cannot be captured in a CUDA graph: "
               "capture padded input without lengths, or run this call outside the graph");
   // From pinned memory, without blocking: a blocking copy from pageable memory synchronizes
-  // the stream, so every varlen layer call stalled the host until the GPU had drained. The
-  // pinned buffer is not reused before the copy has run (the host allocator records it).
-  return lengths->contiguous()
-      .pin_memory()
-      .to(at::TensorOptions().device(dev), /*non_blocking=*/true, /*copy=*/true);
+  // the stream, so every varlen layer call stalled the host until the GPU had drained. A
+  // fresh pinned buffer (not the caller's, which may already be pinned and be rewritten
+  // before the copy runs), which the host allocator does not reuse before the copy has run.
+  at::Tensor staged = at::empty(lengths->sizes(), lengths->options().pinned_memory(true));
+  staged.copy_(*lengths);
+  return staged.to(at::TensorOptions().device(dev), /*non_blocking=*/true, /*copy=*/true);
 }
 
 }  // namespace fused_rnn::cuda
