@@ -65,7 +65,7 @@ std::vector<int64_t> cpu_team_plan(int64_t B, int64_t H, int64_t align, int64_t 
   const int64_t* l = len.defined() ? len.data_ptr<int64_t>() : nullptr;
   if (T == 0 && len.defined() && B > 0) T = len.max().item<int64_t>();
   const cpu::TeamPlan plan =
-      cpu::plan_team(B, H, align, weight_bytes, l, T, cpu::project_in_step(T, 1, B, B));
+      cpu::plan_team(B, H, align, weight_bytes, l, T, cpu::project_in_step(T, 1, {B}, B));
   const int64_t how = plan.by_rows ? 2 : plan.units.count > 1 ? 1 : 0;
   std::vector<int64_t> out{how, plan.count()};
   if (l != nullptr && plan.by_rows)

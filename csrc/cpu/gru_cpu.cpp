@@ -35,7 +35,7 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
   // every row runs); the pass overwrites it with the activations. A one-step call has
   // every tile project its own rows and units instead (project_in_step).
-  const bool in_step = project_in_step(T, I, T > 0 ? rows[0] : 0, B);
+  const bool in_step = project_in_step(T, I, rows, B);
   if (!in_step) project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).

@@ -34,7 +34,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const bool proj = w_hr != nullptr;
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
   // every row runs); in a one-step call every tile projects its own rows and units.
-  const bool in_step = project_in_step(T, I, T > 0 ? rows[0] : 0, B);
+  const bool in_step = project_in_step(T, I, rows, B);
   if (!in_step) project_rows<S>(T, B, I, G4, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
   // output columns outs of unit block u, for its batch rows [b0, b1).

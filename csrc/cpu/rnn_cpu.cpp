@@ -33,7 +33,7 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // y[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where every
   // row runs); in a one-step call every tile projects its own rows and units.
-  const bool in_step = project_in_step(T, I, T > 0 ? rows[0] : 0, B);
+  const bool in_step = project_in_step(T, I, rows, B);
   if (!in_step) project_rows<S>(T, B, I, H, x, w_ih, y, rows);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).

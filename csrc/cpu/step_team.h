@@ -138,10 +138,10 @@ inline TeamSplit team_split_override() {
 // faster at H = 128 and at B = 64 H = 512, ties at B = 1-16 H = 256-512; the op alone in
 // a warm loop, GRU B = 1 H = 512: 164 against 195 us). FUSED_RNN_STEP_PROJECTION=0 (read
 // per call) projects first (A/B runs, tests). Only where the step has an input to project
-// (I > 0) and every row runs it (the ops take lengths of 0, whose rows project_rows zeroes):
-// first_rows is rows_active's count for the step, B the batch.
-inline bool project_in_step(int64_t T, int64_t I, int64_t first_rows, int64_t B) {
-  if (T != 1 || I <= 0 || first_rows != B) return false;
+// (I > 0) and every row of the batch B runs it (rows: checks.h's rows_active; the ops take
+// lengths of 0, whose rows project_rows zeroes).
+inline bool project_in_step(int64_t T, int64_t I, const std::vector<int64_t>& rows, int64_t B) {
+  if (T != 1 || I <= 0 || rows.empty() || rows[0] != B) return false;
   const char* env = std::getenv("FUSED_RNN_STEP_PROJECTION");
   return env == nullptr || std::strcmp(env, "0") != 0;
 }
