@@ -156,7 +156,7 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
   at::Tensor hn = at::empty({T, B, H}, opts);
   at::Tensor gh = at::empty({B, 3 * H}, opts);  // per-step scratch: h_prev W_hh^T
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
-  hs[first].copy_(h0);
+  set_slot(hs, first, h0);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   AT_DISPATCH_FLOATING_TYPES(dt, "gru_forward_cpu", [&] {
@@ -169,7 +169,7 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
         gh.data_ptr<scalar_t>());
   });
   const auto out_dt = x_in.scalar_type();
-  return {y.to(out_dt), hs[last].to(out_dt, /*non_blocking=*/false, /*copy=*/true), gates, hs,
+  return {y.to(out_dt), slot_copy(hs, last, out_dt), gates, hs,
           hn};
 }
 

@@ -219,8 +219,8 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   at::Tensor cs = at::empty({T + 1, B, H}, opts);
   at::Tensor h_raw = w_hr.has_value() ? at::empty({T, B, H}, opts) : at::empty({0}, opts);
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
-  hs[first].copy_(h0);
-  cs[first].copy_(c0);
+  set_slot(hs, first, h0);
+  set_slot(cs, first, c0);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths.has_value() && lengths->defined() ? lengths->contiguous()
                                                                     : at::Tensor();
@@ -234,8 +234,8 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
         w_hr.has_value() ? h_raw.data_ptr<scalar_t>() : nullptr);
   });
   const auto out_dt = x_in.scalar_type();
-  return {y.to(out_dt), hs[last].to(out_dt, /*non_blocking=*/false, /*copy=*/true),
-          cs[last].to(out_dt, false, true), gates, hs, cs, h_raw};
+  return {y.to(out_dt), slot_copy(hs, last, out_dt), slot_copy(cs, last, out_dt), gates, hs, cs,
+          h_raw};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

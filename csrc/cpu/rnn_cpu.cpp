@@ -151,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   at::Tensor y = at::empty({T, B, H}, opts);
   at::Tensor hs = at::empty({T + 1, B, H}, opts);
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
-  hs[first].copy_(h0);
+  set_slot(hs, first, h0);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   AT_DISPATCH_FLOATING_TYPES(dt, "rnn_forward_cpu", [&] {
@@ -164,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
     });
   });
   const auto out_dt = x_in.scalar_type();
-  return {y.to(out_dt), hs[last].to(out_dt, /*non_blocking=*/false, /*copy=*/true), hs};
+  return {y.to(out_dt), slot_copy(hs, last, out_dt), hs};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
