@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "step_team.h"
@@ -22,8 +23,10 @@ class BiasGradSums {
   BiasGradSums(bool wanted, const TeamPlan& plan, int64_t width, const at::TensorOptions& opts)
       : width_(width),
         opts_(opts),
-        parts_(wanted ? at::zeros({plan.count(), width}, opts) : at::Tensor()),
-        data_(wanted ? parts_.data_ptr<S>() : nullptr) {}
+        parts_(wanted ? at::empty({plan.count(), width}, opts) : at::Tensor()),
+        data_(wanted ? parts_.data_ptr<S>() : nullptr) {
+    if (wanted) std::fill(data_, data_ + parts_.numel(), S(0));
+  }
 
   bool wanted() const { return data_ != nullptr; }
 
@@ -44,9 +47,17 @@ class BiasGradSums {
   }
 
   // db over columns [col0, col0 + n): the tiles' rows added (an empty tensor when !wanted).
+  // By hand: narrow + sum through the dispatcher cost ~10 us of a one-step backward.
   at::Tensor total(int64_t col0, int64_t n) const {
     if (!wanted()) return at::empty({0}, opts_);
-    return parts_.narrow(1, col0, n).sum(0);
+    at::Tensor out = at::empty({n}, opts_);
+    S* o = out.data_ptr<S>();
+    std::copy(data_ + col0, data_ + col0 + n, o);
+    for (int64_t r = 1; r < parts_.size(0); ++r) {
+      const S* row = data_ + r * width_ + col0;
+      for (int64_t j = 0; j < n; ++j) o[j] += row[j];
+    }
+    return out;
   }
 
  private:
