@@ -169,7 +169,7 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
         gh.data_ptr<scalar_t>());
   });
   const auto out_dt = x_in.scalar_type();
-  return {y.to(out_dt), slot_copy(hs, last, out_dt), gates, hs,
+  return {as_out(y, out_dt), slot_copy(hs, last, out_dt), gates, hs,
           hn};
 }
 
@@ -190,7 +190,7 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   const auto opts = x.options();
   // The running gradient of the state, updated in place step by step (a fresh copy:
   // the caller's tensor is never written).
-  at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
+  at::Tensor dh = fresh_copy(dh_n_in, dt);
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
   at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
@@ -210,8 +210,8 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
         need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr, opts);
   });
   const auto out_dt = x_in.scalar_type();
-  return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db_ih.to(out_dt),
-          db_hh.to(out_dt), dh.to(out_dt)};
+  return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt),
+          as_out(db_ih, out_dt), as_out(db_hh, out_dt), as_out(dh, out_dt)};
 }
 
 }  // namespace

@@ -208,9 +208,7 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
                    w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt), c0 = as_work(c0_in, dt);
   const auto w_hr = as_work(w_hr_in, dt);
-  std::optional<at::Tensor> bias;
-  if (b_ih_in.has_value() && b_ih_in->defined())
-    bias = (b_ih_in->to(dt) + b_hh_in->to(dt)).contiguous();
+  const auto bias = bias_sum(b_ih_in, b_hh_in, dt);
   const auto opts = x.options();
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
   at::Tensor y = at::empty({T, B, P}, opts);
@@ -234,8 +232,8 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
         w_hr.has_value() ? h_raw.data_ptr<scalar_t>() : nullptr);
   });
   const auto out_dt = x_in.scalar_type();
-  return {y.to(out_dt), slot_copy(hs, last, out_dt), slot_copy(cs, last, out_dt), gates, hs, cs,
-          h_raw};
+  return {as_out(y, out_dt), slot_copy(hs, last, out_dt), slot_copy(cs, last, out_dt),
+          gates, hs, cs, h_raw};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -259,8 +257,8 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   const auto opts = x.options();
   // Running gradients of the state, updated in place step by step (fresh copies:
   // the caller's tensors are never written).
-  at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
-  at::Tensor dc = dc_n_in.to(dt, false, true).contiguous();
+  at::Tensor dh = fresh_copy(dh_n_in, dt);
+  at::Tensor dc = fresh_copy(dc_n_in, dt);
   at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
   at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts) : at::Tensor();
@@ -287,8 +285,9 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
         need_dw && proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts);
   });
   const auto out_dt = x_in.scalar_type();
-  return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dw_hr.to(out_dt),
-          dh.to(out_dt), dc.to(out_dt)};
+  return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt),
+          as_out(db, out_dt), as_out(dw_hr, out_dt), as_out(dh, out_dt),
+          as_out(dc, out_dt)};
 }
 
 }  // namespace

@@ -143,9 +143,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const auto dt = work_dtype(x_in);
   const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
                    w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
-  std::optional<at::Tensor> bias;
-  if (b_ih_in.has_value() && b_ih_in->defined())
-    bias = (b_ih_in->to(dt) + b_hh_in->to(dt)).contiguous();
+  const auto bias = bias_sum(b_ih_in, b_hh_in, dt);
   const auto opts = x.options();
   const int64_t T = d.T, B = d.B, H = d.H;
   at::Tensor y = at::empty({T, B, H}, opts);
@@ -164,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
     });
   });
   const auto out_dt = x_in.scalar_type();
-  return {y.to(out_dt), slot_copy(hs, last, out_dt), hs};
+  return {as_out(y, out_dt), slot_copy(hs, last, out_dt), hs};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
@@ -183,7 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const auto opts = x.options();
   // The running dL/dh, updated in place step by step (a fresh copy: the caller's
   // tensor is never written).
-  at::Tensor dh = dh_n_in.to(dt, false, /*copy=*/true).contiguous();
+  at::Tensor dh = fresh_copy(dh_n_in, dt);
   at::Tensor da = at::empty({T, B, H}, opts);
   at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
   at::Tensor dw_ih = grad_buffer(need_dw, {H, I}, opts);
@@ -203,7 +201,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     });
   });
   const auto out_dt = x_in.scalar_type();
-  return {dx.to(out_dt), dw_ih.to(out_dt), dw_hh.to(out_dt), db.to(out_dt), dh.to(out_dt)};
+  return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt), as_out(db, out_dt),
+          as_out(dh, out_dt)};
 }
 
 }  // namespace
