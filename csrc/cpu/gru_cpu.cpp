@@ -169,8 +169,7 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
         gh.data_ptr<scalar_t>());
   });
   const auto out_dt = x_in.scalar_type();
-  return {as_out(y, out_dt), slot_copy(hs, last, out_dt), gates, hs,
-          hn};
+  return {as_out(y, out_dt), slot_copy(hs, last, out_dt), gates, hs, hn};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

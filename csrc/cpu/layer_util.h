@@ -71,7 +71,8 @@ inline std::optional<at::Tensor> bias_sum(const std::optional<at::Tensor>& b_ih,
     const scalar_t* pa = a.data_ptr<scalar_t>();
     const scalar_t* pb = b.data_ptr<scalar_t>();
     scalar_t* po = out.data_ptr<scalar_t>();
-    for (int64_t j = 0; j < out.numel(); ++j) po[j] = pa[j] + pb[j];
+    const int64_t n = out.numel();
+    for (int64_t j = 0; j < n; ++j) po[j] = pa[j] + pb[j];
   });
   return out;
 }
@@ -91,7 +92,8 @@ inline void set_slot(const at::Tensor& buf, int64_t slot, const at::Tensor& src)
   }
   const int64_t bytes = src.numel() * src.element_size();
   TORCH_INTERNAL_ASSERT(src.numel() * buf.size(0) == buf.numel(), "set_slot: shape mismatch");
-  if (bytes > 0) std::memcpy(static_cast<char*>(buf.data_ptr()) + slot * bytes, src.data_ptr(), bytes);
+  if (bytes > 0)
+    std::memcpy(static_cast<char*>(buf.data_ptr()) + slot * bytes, src.data_ptr(), bytes);
 }
 
 // A new tensor of dtype dt holding buf[slot] (a final state handed to the caller, which
