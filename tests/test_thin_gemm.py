@@ -1,12 +1,13 @@
-"""Products of at most 8 rows by a weight matrix read as it is (csrc/cpu/thin_gemm.cpp):
-a short call's input projection (T * B <= 8 rows) and dx, and, below the step count where
-packing W_hh pays, the per-step products of a small batch (h W_hh^T forward, dgates W_hh
-backward). Every row count 1-8 (blocks of 4 rows and the rest), gate columns that are no
-multiple of the W rows taken at once (8, 4, 3 or 2), k with a SIMD tail or shorter than
-one vector, output columns in whole and partial chunks, columns split over two threads,
-varlen batches (fewer active rows than the batch) and the LSTM's projection keep parity
-with torch.nn in float64 (1e-10) and float32, outputs and every gradient;
-FUSED_RNN_THIN_GEMM=0 (the BLAS throughout) agrees too."""
+"""Products of a few rows by a weight matrix read as it is (csrc/cpu/thin_gemm.cpp):
+a short call's input projection (T * B <= 8 rows; in float32 on AVX-512, up to 32 rows
+by W^T, on the 4 x 4 dot kernel) and dx, and, below the step count where packing W_hh
+pays, the per-step products of a small batch (h W_hh^T forward, dgates W_hh backward).
+Every row count 1-8, then 12, 16, 19 and 32 in one step (blocks of 4 rows and the rest),
+gate columns that are no multiple of the W rows taken at once (8, 4, 3 or 2), k with a
+SIMD tail or shorter than one vector, output columns in whole and partial chunks,
+columns split over two threads, varlen batches (fewer active rows than the batch) and the
+LSTM's projection keep parity with torch.nn in float64 (1e-10) and float32, outputs and
+every gradient; FUSED_RNN_THIN_GEMM=0 (the BLAS throughout) agrees too."""
 import pytest
 import torch
 
@@ -20,10 +21,11 @@ FLOAT_TOL = {torch.float64: None, torch.float32: 2e-5}  # None: _parity's TOL (1
 @pytest.mark.parametrize("dtype", (torch.float64, torch.float32), ids=str)
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 # (T, B): one step of every batch size up to 8 (input projection and step on thin_gemm),
+# 12-32 rows in one step (thin in float32 on AVX-512: 4 x 4 blocks, then 1-3 rows left),
 # then 5 and 11 steps (the projection on the BLAS; the steps thin, except float32 at 6 rows
 # and 11 steps, where W_hh is packed from 8 steps).
 @pytest.mark.parametrize("T,B", [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 7), (1, 8),
-                                 (5, 3), (11, 6)], ids=str)
+                                 (1, 12), (1, 16), (1, 19), (1, 32), (5, 3), (11, 6)], ids=str)
 def test_few_rows_match_torch(threads, dtype, cell, T, B):
     # I = 5: k shorter than one vector; H = 13: 4H = 52, 3H = 39 and 13 columns, k = 13 a
     # vector and a tail.

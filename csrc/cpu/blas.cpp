@@ -93,7 +93,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
       for (int64_t q = 0; q < n; ++q) C[r * ldc + q] = beta == T(0) ? T(0) : beta * C[r * ldc + q];
     return;
   }
-  if (alpha == T(1) && thin_gemm_suits(trans_a, m)) {  // a few rows: B as it is
+  if (alpha == T(1) && thin_gemm_suits<T>(trans_a, trans_b, m)) {  // a few rows: B as it is
     thin_gemm<T>(trans_b, m, n, k, A, lda, B, ldb, beta, C, ldc);
     return;
   }
@@ -260,7 +260,7 @@ void PackedB<T>::gemm(int64_t m, const T* A, int64_t lda, T beta, T* C, int64_t 
       }
     }
   }
-  if (thin_ && m <= kThinRows && k_ > 0) {  // decided once per layer call, not per step
+  if (thin_ && m <= thin_rows<T>(trans_b_) && k_ > 0) {  // decided per layer call, not step
     thin_gemm<T>(trans_b_, m, n_, k_, A, lda, B_, ldb_, beta, C, ldc);
     return;
   }

@@ -18,9 +18,13 @@ namespace fused_rnn::cpu {
 bool thin_gemm_enabled();
 
 // Whether blas.h's gemm() hands this product to thin_gemm: A row-major (either op(B)), at
-// most kThinRows rows, and enabled.
-inline constexpr int64_t kThinRows = 8;
-bool thin_gemm_suits(bool trans_a, int64_t m);
+// most thin_rows<T>(trans_b) rows, and enabled. kThinRows rows; with trans_b in float32
+// on AVX-512 (whose 4 x 4 dot kernel beats MKL's no-copy kernel there) kThinRowsTransB.
+inline constexpr int64_t kThinRows = 8, kThinRowsTransB = 32;
+template <typename T>
+int64_t thin_rows(bool trans_b);
+template <typename T>
+bool thin_gemm_suits(bool trans_a, bool trans_b, int64_t m);
 
 // C = A op(B) + beta * C; C is not read when beta == 0. k >= 0; lda >= k, ldc >= n,
 // ldb >= k (trans_b) or n. Parallel over columns of C when large enough (inline inside a
