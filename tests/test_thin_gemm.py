@@ -22,10 +22,11 @@ FLOAT_TOL = {torch.float64: None, torch.float32: 2e-5}  # None: _parity's TOL (1
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 # (T, B): one step of every batch size up to 8 (input projection and step on thin_gemm),
 # 12-32 rows in one step (thin in float32 on AVX-512: 4 x 4 blocks, then 1-3 rows left),
-# then 5 and 11 steps (the projection on the BLAS; the steps thin, except float32 at 6 rows
-# and 11 steps, where W_hh is packed from 8 steps).
+# then 3, 5 and 11 steps (the projection on the BLAS; the steps thin, except float32 at 6
+# rows and 11 steps, where W_hh is packed from 8 steps).
 @pytest.mark.parametrize("T,B", [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 7), (1, 8),
-                                 (1, 12), (1, 16), (1, 19), (1, 32), (5, 3), (11, 6)], ids=str)
+                                 (1, 12), (1, 16), (1, 19), (1, 32), (3, 13), (5, 3),
+                                 (11, 6)], ids=str)
 def test_few_rows_match_torch(threads, dtype, cell, T, B):
     # I = 5: k shorter than one vector; H = 13: 4H = 52, 3H = 39 and 13 columns, k = 13 a
     # vector and a tail.

@@ -172,13 +172,14 @@ bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on();
 
 namespace {
 // From how many products packing B pays (interleaved op timings, 2 threads, H = 256 and
-// 512, B = 1-64, T = 1-32; benchmarks/NOTES.md). Unpacked, up to 8 rows go to thin_gemm.h
-// (when `thin`), which reads B once per product without copying it: packed panels win from
-// ~16 products at up to 4 rows, from ~8 at 5-8. A one-row product otherwise goes to MKL's
-// gemv, which reads B as it is too: from ~8. With more rows sgemm re-packs B at every
-// call, so packing pays from the second.
-int64_t uses_to_pack(bool thin, int64_t max_m) {
-  if (thin && max_m <= kThinRows) return max_m <= 4 ? 16 : 8;
+// 512, B = 1-64, T = 1-32; benchmarks/NOTES.md). Unpacked, up to thin_rows rows go to
+// thin_gemm.h (when `thin`), which reads B once per product without copying it: packed
+// panels win from ~16 products at up to 4 rows, from ~8 at 5-32 (9-32: W^T in float32 on
+// AVX-512; GRU T = 2-8, B = 12-32 ran 0-15% faster unpacked, session 15). A one-row product
+// otherwise goes to MKL's gemv, which reads B as it is too: from ~8. With more rows sgemm
+// re-packs B at every call, so packing pays from the second.
+int64_t uses_to_pack(bool thin, int64_t thin_rows, int64_t max_m) {
+  if (thin && max_m <= thin_rows) return max_m <= 4 ? 16 : 8;
   return max_m == 1 ? 8 : 2;
 }
 
@@ -214,7 +215,7 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
   if constexpr (sizeof(T) == 4) {
     const Packing mode = packing_mode();
     if (mode == Packing::kOff || B == nullptr || k == 0 || n == 0) return;
-    if (uses < uses_to_pack(thin_, max_m)) return;
+    if (uses < uses_to_pack(thin_, thin_rows<T>(trans_b), max_m)) return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
     if (use_panels(mode, max_m, k, n, m_varies)) {
       panels_ = true;
