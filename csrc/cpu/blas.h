@@ -1,8 +1,8 @@
 // Row-major GEMM on raw pointers for the CPU time loops:
 //   C[m, n] = alpha * op(A) op(B) + beta * C,  op(X) = X^T when trans_X.
 // Calls the BLAS inside libtorch_cpu (MKL on x86_64 wheels) directly, without the
-// dispatcher's per-call cost, and falls back to at::mm_out where none is exported; up to
-// 8 rows of A go to thin_gemm.h instead (no copy of B).
+// dispatcher's per-call cost, and falls back to at::mm_out where none is exported; a few
+// rows of A (thin_gemm.h's thin_rows) go to thin_gemm.h instead (no copy of B).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -65,7 +65,7 @@ class PackedB {
   const T* B_;
   at::Tensor buf_;      // MKL's packed copy of op(B), or undefined
   bool panels_ = false;  // buf_ holds panel_gemm.h panels, not MKL's packed B
-  bool thin_;            // unpacked products of up to 8 rows go to thin_gemm.h
+  bool thin_;            // unpacked products of a few rows go to thin_gemm.h
 };
 
 // Whether PackedB can use MKL's packing (MKL present and the environment variable
