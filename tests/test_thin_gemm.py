@@ -2,12 +2,13 @@
 a short call's input projection (T * B <= 8 rows; in float32 on AVX-512, up to 32 rows
 by W^T, on the 4 x 4 dot kernel) and dx, and, below the step count where packing W_hh
 pays, the per-step products of a small batch (h W_hh^T forward, dgates W_hh backward).
-Every row count 1-8, then 12, 16, 19 and 32 in one step (blocks of 4 rows and the rest),
-gate columns that are no multiple of the W rows taken at once (8, 4, 3 or 2), k with a
-SIMD tail or shorter than one vector, output columns in whole and partial chunks,
-columns split over two threads, varlen batches (fewer active rows than the batch) and the
-LSTM's projection keep parity with torch.nn in float64 (1e-10) and float32, outputs and
-every gradient; FUSED_RNN_THIN_GEMM=0 (the BLAS throughout) agrees too."""
+Every row count 1-8, then 12-32 in one step (blocks of 4 rows and the rest; k of whole
+vectors and a tail), gate columns that are no multiple of the W rows taken at once (8, 4,
+3 or 2), k with a SIMD tail or shorter than one vector, output columns in whole and
+partial chunks, columns split over two threads, varlen batches (fewer active rows than
+the batch) and the LSTM's projection keep parity with torch.nn in float64 (1e-10) and
+float32, outputs and every gradient; FUSED_RNN_THIN_GEMM=0 (the BLAS throughout) agrees
+too."""
 import pytest
 import torch
 
@@ -22,8 +23,9 @@ FLOAT_TOL = {torch.float64: None, torch.float32: 2e-5}  # None: _parity's TOL (1
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 # (T, B): one step of every batch size up to 8 (input projection and step on thin_gemm),
 # 12-32 rows in one step (thin in float32 on AVX-512: 4 x 4 blocks, then 1-3 rows left),
-# then 3, 5 and 11 steps (the projection on the BLAS; the steps thin, except float32 at 6
-# rows and 11 steps, where W_hh is packed from 8 steps).
+# then 3, 5 and 11 steps (the steps thin, except float32 at 6 rows and 11 steps, where
+# W_hh is packed from 8 steps; the projection of T * B rows thin up to 32 rows in float32
+# on AVX-512, else on the BLAS).
 @pytest.mark.parametrize("T,B", [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 7), (1, 8),
                                  (1, 12), (1, 16), (1, 19), (1, 32), (3, 13), (5, 3),
                                  (11, 6)], ids=str)
@@ -36,6 +38,21 @@ def test_few_rows_match_torch(threads, dtype, cell, T, B):
     ref, ours = make(cell, dtype, input_size=I, hidden_size=H, num_layers=2)
     x = torch.randn(T, B, I, dtype=dtype, generator=gen)
     hx = make_state(cell, 2, B, H, dtype=dtype, gen=gen)
+    assert_same(ref, ours, x, hx, dtype, tol=FLOAT_TOL[dtype])
+
+
+@pytest.mark.parametrize("threads", (1, 2), indirect=True)
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float32), ids=str)
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+@pytest.mark.parametrize("B", (16, 19, 32))
+def test_one_step_long_rows(threads, dtype, cell, B):
+    """One step of 16-32 rows with k = I = 40 and k = H = 21: whole SIMD vectors of k and a
+    tail in the 4 x 4 blocks (float32, AVX-512), the rows and W rows left over after them."""
+    torch.manual_seed(B)
+    gen = torch.Generator().manual_seed(B)
+    ref, ours = make(cell, dtype, input_size=40, hidden_size=21)
+    x = torch.randn(1, B, 40, dtype=dtype, generator=gen)
+    hx = make_state(cell, 1, B, 21, dtype=dtype, gen=gen)
     assert_same(ref, ours, x, hx, dtype, tol=FLOAT_TOL[dtype])
 
 

@@ -91,7 +91,9 @@ inline void set_slot(const at::Tensor& buf, int64_t slot, const at::Tensor& src)
     return;
   }
   const int64_t bytes = src.numel() * src.element_size();
-  TORCH_INTERNAL_ASSERT(src.numel() * buf.size(0) == buf.numel(), "set_slot: shape mismatch");
+  TORCH_INTERNAL_ASSERT(slot >= 0 && slot < buf.size(0) &&
+                            src.numel() * buf.size(0) == buf.numel(),
+                        "set_slot: slot or shape out of range");
   if (bytes > 0)
     std::memcpy(static_cast<char*>(buf.data_ptr()) + slot * bytes, src.data_ptr(), bytes);
 }

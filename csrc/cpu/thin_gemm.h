@@ -6,8 +6,9 @@
 // of A: with trans_b (B = W, [n, k], torch's weight layout) each row of W is dotted with
 // the block's rows, SIMD along k (in float32 on AVX-512 4 rows of W at a time, for up to
 // 32 rows of A, where MKL's own kernel for an uncopied W^T was slower still); without
-// (B [k, n], as in dgates W) B's rows are combined, SIMD along n. The time loops' products over many steps do not come here:
-// they pack B once (blas.h's PackedB) and reuse it.
+// (B [k, n], as in dgates W) B's rows are combined, SIMD along n. The time loops'
+// products over many steps do not come here: they pack B once (blas.h's PackedB) and
+// reuse it.
 #pragma once
 
 #include <cstdint>
