@@ -1,11 +1,10 @@
 """The CPU LSTM's per-step GEMMs through PackedB (csrc/cpu/blas.h) keep parity with
 torch.nn.LSTM: float32 packs W_hh once per call (into panel_gemm.h's panels at these
-batch sizes, MKL's layout for large tiles; up to 8 rows, and up to 32 in float32 on
-AVX-512, only from 8 or 16 steps, T = 9 here, below that thin_gemm.h reads it as it is),
-with every row count a varlen batch
-produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm throughout (=panels,
-=mkl: that packing for every packed product, whichever the CPU would pick); float64
-never packs (dgemm, or thin_gemm.h up to 8 rows)."""
+batch sizes, MKL's layout for large tiles; up to 8 rows, and up to 32 on AVX-512, only
+from 8 or 16 steps, T = 9 here, below that thin_gemm.h reads it as it is), with every row
+count a varlen batch produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm
+throughout (=panels, =mkl: that packing for every packed product, whichever the CPU would
+pick); float64 never packs (dgemm, or thin_gemm.h up to 8 rows)."""
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
