@@ -89,6 +89,17 @@ void dots(int64_t k, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T
 // 16 sums, 4 rows of W and one of A).
 inline constexpr bool kDots4x4 = true;
 
+// The 128-bit blocks (fold_blocks) or, within each block, the elements (fold_elements)
+// that shuffle immediate Lo picks of a and b, added to those that Hi picks.
+template <int Lo, int Hi>
+inline __m512 fold_blocks(__m512 a, __m512 b) {
+  return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, Lo), _mm512_shuffle_f32x4(a, b, Hi));
+}
+template <int Lo, int Hi>
+inline __m512 fold_elements(__m512 a, __m512 b) {
+  return _mm512_add_ps(_mm512_shuffle_ps(a, b, Lo), _mm512_shuffle_ps(a, b, Hi));
+}
+
 // C[r, j] = A[r] . W[j] + beta * C[r, j] for 4 rows r of A and 4 rows j of W: 16 running
 // sums along k (8 loads per 16 multiply-adds), then all 16 reduced at once: 15 combines of
 // two vectors (2 shuffles and an add each) instead of 16 reductions of 4 steps each, which
@@ -125,22 +136,12 @@ void dots4x4(int64_t k, const float* A, int64_t lda, const float* W, int64_t ldw
   }
   // Pairs of vectors folded into one at 256, 128, 64 and 32 bits: element e of 128-bit
   // block q ends with the total of sum e * 4 + q, so block r holds C[r, 0..3].
-  auto f256 = [](__m512 a, __m512 b) {
-    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
-  };
-  auto f128 = [](__m512 a, __m512 b) {
-    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-  };
-  auto f64 = [](__m512 a, __m512 b) {
-    return _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
-  };
-  auto f32 = [](__m512 a, __m512 b) {
-    return _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-  };
+  constexpr int kLo = _MM_SHUFFLE(1, 0, 1, 0), kHi = _MM_SHUFFLE(3, 2, 3, 2);
+  constexpr int kEven = _MM_SHUFFLE(2, 0, 2, 0), kOdd = _MM_SHUFFLE(3, 1, 3, 1);
+  auto f256 = [](__m512 a, __m512 b) { return fold_blocks<kLo, kHi>(a, b); };
+  auto f128 = [](__m512 a, __m512 b) { return fold_blocks<kEven, kOdd>(a, b); };
+  auto f64 = [](__m512 a, __m512 b) { return fold_elements<kLo, kHi>(a, b); };
+  auto f32 = [](__m512 a, __m512 b) { return fold_elements<kEven, kOdd>(a, b); };
   const __m512 t0 = f256(s0, s1), t1 = f256(s2, s3), t2 = f256(s4, s5), t3 = f256(s6, s7),
                t4 = f256(s8, s9), t5 = f256(s10, s11), t6 = f256(s12, s13),
                t7 = f256(s14, s15);
