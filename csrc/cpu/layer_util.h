@@ -49,15 +49,21 @@ inline at::Tensor as_out(const at::Tensor& t, at::ScalarType dt) {
   return t.scalar_type() == dt ? t : t.to(dt);
 }
 
+// A new contiguous tensor of `sizes` and `opts` holding the bytes at src (as many as it
+// has): a memcpy, no dispatched ops.
+inline at::Tensor copy_of(const void* src, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  at::Tensor out = at::empty(sizes, opts);
+  const int64_t bytes = out.numel() * out.element_size();
+  if (bytes > 0) std::memcpy(out.data_ptr(), src, bytes);
+  return out;
+}
+
 // A fresh contiguous copy of t in dtype dt (a state the backward updates in place; the
 // caller's tensor is never written).
 inline at::Tensor fresh_copy(const at::Tensor& t, at::ScalarType dt) {
   if (t.scalar_type() != dt || !t.is_contiguous())
     return t.to(dt, false, /*copy=*/true).contiguous();
-  at::Tensor out = at::empty(t.sizes(), t.options());
-  const int64_t bytes = t.numel() * t.element_size();
-  if (bytes > 0) std::memcpy(out.data_ptr(), t.data_ptr(), bytes);
-  return out;
+  return copy_of(t.data_ptr(), t.sizes(), t.options());
 }
 
 // b_ih + b_hh in dtype dt, or nothing without a bias (the LSTM and RNN cells add one sum).
@@ -82,31 +88,30 @@ inline std::optional<at::Tensor> as_work(const std::optional<at::Tensor>& t, at:
   return as_work(*t, dt);
 }
 
-// buf [S, ...]: buf[slot] = src, src of buf[slot]'s shape. A memcpy where both are
-// contiguous and of one dtype: through ATen (a select, then copy_) it was ~3 us of a
+// Where slot `slot` of a contiguous buf [S, ...] starts (slots are buf[0], buf[1], ...).
+inline char* slot_ptr(const at::Tensor& buf, int64_t slot) {
+  TORCH_INTERNAL_ASSERT(buf.is_contiguous() && slot >= 0 && slot < buf.size(0),
+                        "slot_ptr: slot ", slot, " of a buffer of ", buf.size(0));
+  const int64_t slot_bytes = buf.numel() / buf.size(0) * buf.element_size();
+  return static_cast<char*>(buf.data_ptr()) + slot * slot_bytes;
+}
+
+// buf[slot] = src (the ops' own state buffers, and states already through as_work: both
+// contiguous, of one dtype). Through ATen (a select, then copy_) this was ~3 us of a
 // one-step call's ~13 us below autograd.
 inline void set_slot(const at::Tensor& buf, int64_t slot, const at::Tensor& src) {
-  if (!buf.is_contiguous() || !src.is_contiguous() || src.scalar_type() != buf.scalar_type()) {
-    buf[slot].copy_(src);
-    return;
-  }
-  const int64_t bytes = src.numel() * src.element_size();
-  TORCH_INTERNAL_ASSERT(slot >= 0 && slot < buf.size(0) &&
+  TORCH_INTERNAL_ASSERT(src.is_contiguous() && src.scalar_type() == buf.scalar_type() &&
                             src.numel() * buf.size(0) == buf.numel(),
-                        "set_slot: slot or shape out of range");
-  if (bytes > 0)
-    std::memcpy(static_cast<char*>(buf.data_ptr()) + slot * bytes, src.data_ptr(), bytes);
+                        "set_slot: src must be a contiguous slot of the buffer's dtype");
+  const int64_t bytes = src.numel() * src.element_size();
+  if (bytes > 0) std::memcpy(slot_ptr(buf, slot), src.data_ptr(), bytes);
 }
 
 // A new tensor of dtype dt holding buf[slot] (a final state handed to the caller, which
 // must not alias the saved states).
 inline at::Tensor slot_copy(const at::Tensor& buf, int64_t slot, at::ScalarType dt) {
-  if (dt != buf.scalar_type() || !buf.is_contiguous()) return buf[slot].to(dt, false, true);
-  at::Tensor out = at::empty(buf.sizes().slice(1), buf.options());
-  const int64_t bytes = out.numel() * out.element_size();
-  if (bytes > 0)
-    std::memcpy(out.data_ptr(), static_cast<const char*>(buf.data_ptr()) + slot * bytes, bytes);
-  return out;
+  if (dt != buf.scalar_type()) return buf[slot].to(dt, false, /*copy=*/true);
+  return copy_of(slot_ptr(buf, slot), buf.sizes().slice(1), buf.options());
 }
 
 // The lengths tensor as a contiguous tensor, undefined without lengths.

@@ -220,8 +220,7 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   set_slot(hs, first, h0);
   set_slot(cs, first, c0);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths.has_value() && lengths->defined() ? lengths->contiguous()
-                                                                    : at::Tensor();
+  const at::Tensor len = lengths_or_undefined(lengths);
   AT_DISPATCH_FLOATING_TYPES(dt, "lstm_forward_cpu", [&] {
     lstm_forward_kernel<scalar_t>(
         d, x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
@@ -267,8 +266,7 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   at::Tensor dw_hh = grad_buffer(need_dw, {4 * H, P}, opts);
   at::Tensor dw_hr = grad_buffer(need_dw && proj, {P, H}, opts);
   const auto rows = rows_active(lengths, T, B);
-  const at::Tensor len = lengths.has_value() && lengths->defined() ? lengths->contiguous()
-                                                                    : at::Tensor();
+  const at::Tensor len = lengths_or_undefined(lengths);
   at::Tensor db;
   AT_DISPATCH_FLOATING_TYPES(dt, "lstm_backward_cpu", [&] {
     db = lstm_backward_kernel<scalar_t>(
