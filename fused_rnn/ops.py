@@ -77,41 +77,27 @@ def _call(op, *args):
       the op itself, whose autograd layer register_autograd installs (a graph then records
       the op, functorch knows that layer, and the layer saves the arguments as autocast
       cast them: csrc/cuda/autocast.cpp sits above it);
-    - when a gradient is wanted, the op's Fused*Layer function (_register_autograd), which runs
-      the same setup_context and backward without that layer's generic Python (argument
-      defaults filled in, a C++ -> Python -> C++ redispatch): 40-100 us less per training
-      call, a tenth of a one-step GRU's forward + backward (benchmarks/NOTES.md, session 13);
+    - when a gradient is wanted, the op's *_layer_autograd twin (csrc/layer_autograd.cpp), a
+      C++ autograd Function with the same saved tensors and backward, without that layer's
+      Python (Function.apply, setup_context, the engine's call back into Python): a
+      third less time for a one-step GRU's forward + backward at B = 1, H = 128, as
+      against a Python Function that skipped only the generic layer (benchmarks/NOTES.md,
+      session 16);
     - otherwise straight to the kernel below the autograd layer, which would only pass
       the call on (~6 us, a tenth of a streaming call of one step)."""
     if (torch.compiler.is_compiling() or torch.jit.is_tracing() or _interpreters()
             or torch.is_autocast_enabled("cuda")):
         return op(*args)
     if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
-        return _LAYER_FUNCTIONS[op].apply(*args)
+        return _TRAINING_TWINS[op](*args)
     with torch._C._AutoDispatchBelowAutograd():
         return op(*args)
 
 
-_LAYER_FUNCTIONS = {}
-
-
-def _register_autograd(op, backward, setup_context):
-    """register_autograd(op, ...), and the same pair as a torch.autograd.Function for _call."""
-    torch.library.register_autograd(op.default, backward, setup_context=setup_context)
-
-    # forward takes ctx itself: with a separate setup_context, Function.apply binds the
-    # arguments through inspect.signature on every call (~50 us).
-    def forward(ctx, *args):
-        with torch._C._AutoDispatchBelowAutograd():
-            output = op(*args)
-        setup_context(ctx, args, output)
-        return output
-
-    # Named after the op (lstm_forward -> FusedLstmLayer), so that graphs show
-    # FusedLstmLayerBackward.
-    name = "Fused" + op.__name__.split("_")[0].capitalize() + "Layer"
-    _LAYER_FUNCTIONS[op] = type(name, (torch.autograd.Function,), {
-        "forward": staticmethod(forward), "backward": staticmethod(backward)})
+# forward op -> its C++ autograd twin (.default: one overload lookup less per call)
+_TRAINING_TWINS = {getattr(_ops, f"{cell}_forward"):
+                   getattr(_ops, f"{cell}_layer_autograd").default
+                   for cell in ("lstm", "gru", "rnn")}
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -179,7 +165,8 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused_grads_of_saved):
     return dx, dw_ih, dw_hh, db, db, dw_hr, dh0, dc0, None, None
 
 
-_register_autograd(_ops.lstm_forward, _lstm_backward, _lstm_setup_context)
+torch.library.register_autograd("fused_rnn::lstm_forward", _lstm_backward,
+                               setup_context=_lstm_setup_context)
 
 
 def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths=None, reverse=False):
@@ -257,7 +244,8 @@ def _gru_backward(ctx, dy, dh_n, *_unused_grads_of_saved):
     return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, None, None
 
 
-_register_autograd(_ops.gru_forward, _gru_backward, _gru_setup_context)
+torch.library.register_autograd("fused_rnn::gru_forward", _gru_backward,
+                               setup_context=_gru_setup_context)
 
 
 def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False):
@@ -329,7 +317,8 @@ def _rnn_backward(ctx, dy, dh_n, _unused_grad_of_hs):
     return dx, dw_ih, dw_hh, db, db, dh0, None, None, None
 
 
-_register_autograd(_ops.rnn_forward, _rnn_backward, _rnn_setup_context)
+torch.library.register_autograd("fused_rnn::rnn_forward", _rnn_backward,
+                               setup_context=_rnn_setup_context)
 
 _NONLINEARITIES = {"tanh": False, "relu": True}
 
@@ -349,5 +338,5 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, nonlin
     if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, h0):
         _check_args(_ops.rnn_check, x, w_ih, w_hh, b_ih, b_hh, h0, lengths)
         return _rerun.rnn(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
-    y, h_n, _ = _call(_ops.rnn_forward, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
+    y, h_n, *_ = _call(_ops.rnn_forward, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
     return y, h_n
