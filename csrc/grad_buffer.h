@@ -11,4 +11,11 @@ inline at::Tensor grad_buffer(bool wanted, at::IntArrayRef shape, const at::Tens
   return wanted ? at::empty(shape, opts) : at::empty({0}, opts);
 }
 
+// An initial state's gradient the backward returns: `grad` when wanted, else empty ([0]),
+// as need_dh0 decides (ops.cpp). `grad` is only called when wanted.
+template <typename Grad>
+at::Tensor state_grad(bool wanted, Grad grad, const at::TensorOptions& opts) {
+  return wanted ? grad() : at::empty({0}, opts);
+}
+
 }  // namespace fused_rnn

@@ -44,7 +44,7 @@ const auto& lstm_backward_op() {
       find_op<Tensors7(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                        const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, bool,
                        bool, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool,
-                       bool)>("fused_rnn::lstm_backward");
+                       bool, bool)>("fused_rnn::lstm_backward");
   return op;
 }
 const auto& gru_forward_op() {
@@ -57,7 +57,7 @@ const auto& gru_backward_op() {
   static const auto op =
       find_op<Tensors6(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                        const Tensor&, const OptTensor&, bool, bool, const Tensor&,
-                       const Tensor&, const Tensor&, bool, bool)>("fused_rnn::gru_backward");
+                       const Tensor&, const Tensor&, bool, bool, bool)>("fused_rnn::gru_backward");
   return op;
 }
 const auto& rnn_forward_op() {
@@ -71,7 +71,7 @@ const auto& rnn_backward_op() {
   static const auto op =
       find_op<Tensors5(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                        const Tensor&, const OptTensor&, bool, bool, bool, const Tensor&, bool,
-                       bool)>("fused_rnn::rnn_backward");
+                       bool, bool)>("fused_rnn::rnn_backward");
   return op;
 }
 
@@ -166,15 +166,24 @@ struct FusedLstmLayer : torch::autograd::Function<FusedLstmLayer> {
       return differentiable_grads(lstm_forward_op(), args, needs, grads);
     const bool has_bias = b_ih.defined(), need_dx = needs[0];
     const bool need_dw = needs[1] || needs[2] || needs[3] || needs[4] || needs[5];
+    const bool need_dh0 = needs[6] || needs[7];
     const int64_t T = x.size(0), B = x.size(1), H = cs.size(2), P = hs.size(2);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [dx, dw_ih, dw_hh, db, dw_hr, dh0, dc0] = lstm_backward_op().call(
         zeros_if_undefined(grads[0], x, {T, B, P}), zeros_if_undefined(grads[1], x, {B, P}),
         zeros_if_undefined(grads[2], x, {B, H}), x, w_ih, w_hh, optional(w_hr),
-        optional(lengths), reverse, has_bias, gates, hs, cs, h_raw, need_dx, need_dw);
+        optional(lengths), reverse, has_bias, gates, hs, cs, h_raw, need_dx, need_dw, need_dh0);
     db = if_wanted(has_bias && need_dw, db);
-    return {if_wanted(need_dx, dx), if_wanted(need_dw, dw_ih), if_wanted(need_dw, dw_hh), db, db,
-            if_wanted(w_hr.defined() && need_dw, dw_hr), dh0, dc0, Tensor(), Tensor()};
+    return {if_wanted(need_dx, dx),
+            if_wanted(need_dw, dw_ih),
+            if_wanted(need_dw, dw_hh),
+            db,
+            db,
+            if_wanted(w_hr.defined() && need_dw, dw_hr),
+            if_wanted(need_dh0, dh0),
+            if_wanted(need_dh0, dc0),
+            Tensor(),
+            Tensor()};
   }
 };
 
@@ -204,17 +213,22 @@ struct FusedGruLayer : torch::autograd::Function<FusedGruLayer> {
     if (at::GradMode::is_enabled())
       return differentiable_grads(gru_forward_op(), args, needs, grads);
     const bool has_bias = b_ih.defined(), need_dx = needs[0];
-    const bool need_dw = needs[1] || needs[2] || needs[3] || needs[4];
+    const bool need_dw = needs[1] || needs[2] || needs[3] || needs[4], need_dh0 = needs[5];
     const int64_t T = x.size(0), B = x.size(1), H = hs.size(2);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [dx, dw_ih, dw_hh, db_ih, db_hh, dh0] = gru_backward_op().call(
         zeros_if_undefined(grads[0], x, {T, B, H}), zeros_if_undefined(grads[1], x, {B, H}), x,
-        w_ih, w_hh, optional(lengths), reverse, has_bias, gates, hs, hn, need_dx, need_dw);
+        w_ih, w_hh, optional(lengths), reverse, has_bias, gates, hs, hn, need_dx, need_dw,
+        need_dh0);
     const bool bias_wanted = has_bias && need_dw;
-    return {if_wanted(need_dx, dx),        if_wanted(need_dw, dw_ih),
-            if_wanted(need_dw, dw_hh),     if_wanted(bias_wanted, db_ih),
-            if_wanted(bias_wanted, db_hh), dh0,
-            Tensor(),                      Tensor()};
+    return {if_wanted(need_dx, dx),
+            if_wanted(need_dw, dw_ih),
+            if_wanted(need_dw, dw_hh),
+            if_wanted(bias_wanted, db_ih),
+            if_wanted(bias_wanted, db_hh),
+            if_wanted(need_dh0, dh0),
+            Tensor(),
+            Tensor()};
   }
 };
 
@@ -246,15 +260,15 @@ struct FusedRnnLayer : torch::autograd::Function<FusedRnnLayer> {
     if (at::GradMode::is_enabled())
       return differentiable_grads(rnn_forward_op(), args, needs, grads);
     const bool has_bias = b_ih.defined(), need_dx = needs[0];
-    const bool need_dw = needs[1] || needs[2] || needs[3] || needs[4];
+    const bool need_dw = needs[1] || needs[2] || needs[3] || needs[4], need_dh0 = needs[5];
     const int64_t T = x.size(0), B = x.size(1), H = hs.size(2);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [dx, dw_ih, dw_hh, db, dh0] = rnn_backward_op().call(
         zeros_if_undefined(grads[0], x, {T, B, H}), zeros_if_undefined(grads[1], x, {B, H}), x,
-        w_ih, w_hh, optional(lengths), reverse, relu, has_bias, hs, need_dx, need_dw);
+        w_ih, w_hh, optional(lengths), reverse, relu, has_bias, hs, need_dx, need_dw, need_dh0);
     db = if_wanted(has_bias && need_dw, db);
     return {if_wanted(need_dx, dx), if_wanted(need_dw, dw_ih), if_wanted(need_dw, dw_hh), db, db,
-            dh0, Tensor(), Tensor(), Tensor()};
+            if_wanted(need_dh0, dh0), Tensor(), Tensor(), Tensor()};
   }
 };
 

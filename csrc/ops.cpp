@@ -86,12 +86,14 @@ TORCH_LIBRARY(fused_rnn, m) {
   // layer, and its product, a quarter of the backward's FLOPs at I = H, is skipped), dw_ih,
   // dw_hh, db (shared by b_ih and b_hh; [0] without bias), dw_hr ([0] without
   // projection), dh0, dc0; with !need_dw (frozen weights) dw_ih, dw_hh, db and dw_hr are
-  // [0] and their products skipped. The same need_dx and need_dw in the GRU and RNN
-  // backward ops.
+  // [0] and their products skipped. With !need_dh0 (neither h0 nor c0 wants a gradient,
+  // as for the zeros a module makes when no state is given) dh0 and dc0 are [0], and the
+  // CPU skips the first step's product with W_hh (a one-step call's only recurrent product
+  // in backward). The same need_dx, need_dw and need_dh0 in the GRU and RNN backward ops.
   m.def(
       "lstm_backward(Tensor dy, Tensor dh_n, Tensor dc_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? w_hr, Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, "
-      "Tensor cs, Tensor h_raw, bool need_dx=True, bool need_dw=True) -> "
+      "Tensor cs, Tensor h_raw, bool need_dx=True, bool need_dw=True, bool need_dh0=True) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // GRU layer (gru_args.h documents every argument and saved tensor).
   // Returns y, h_n and the saved gates, hs, hn.
@@ -99,11 +101,11 @@ TORCH_LIBRARY(fused_rnn, m) {
       "gru_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths, bool reverse) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Returns dx ([0] when !need_dx), dw_ih, dw_hh, db_ih, db_hh ([0] each without bias or
-  // when !need_dw), dh0.
+  // when !need_dw), dh0 ([0] when !need_dh0).
   m.def(
       "gru_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? lengths, bool reverse, bool has_bias, Tensor gates, Tensor hs, Tensor hn, "
-      "bool need_dx=True, bool need_dw=True) -> "
+      "bool need_dx=True, bool need_dw=True, bool need_dh0=True) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Elman RNN layer (rnn_args.h documents every argument and the saved states);
   // relu picks act = relu, else tanh. Returns y, h_n and the saved hs.
@@ -111,11 +113,12 @@ TORCH_LIBRARY(fused_rnn, m) {
       "rnn_forward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths, bool reverse, bool relu) -> (Tensor, Tensor, Tensor)");
   // Returns dx ([0] when !need_dx), dw_ih, dw_hh, db (shared by b_ih and b_hh; [0]
-  // without bias; these three [0] when !need_dw), dh0.
+  // without bias; these three [0] when !need_dw), dh0 ([0] when !need_dh0).
   m.def(
       "rnn_backward(Tensor dy, Tensor dh_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? lengths, bool reverse, bool relu, bool has_bias, Tensor hs, "
-      "bool need_dx=True, bool need_dw=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "bool need_dx=True, bool need_dw=True, bool need_dh0=True) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The forward ops' argument checks alone (same messages, named after the forward op),
   // for the paths that run a layer as differentiable torch ops instead (fused_rnn/_rerun.py).
   m.def(

@@ -45,7 +45,8 @@ def _dense_like(t):
 
 def _grad_like(t, wanted):
     # The backward ops skip the gradients nobody needs (dx of a layer fed with data, the
-    # weights' of a frozen layer) and return them empty.
+    # weights' of a frozen layer, the initial states' when they are zeros the module made)
+    # and return them empty.
     return _dense_like(t) if wanted else t.new_empty((0,))
 
 
@@ -121,7 +122,7 @@ def _lstm_forward_fake(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse
 
 @torch.library.register_fake("fused_rnn::lstm_backward")
 def _lstm_backward_fake(dy, dh_n, dc_n, x, w_ih, w_hh, w_hr, lengths, reverse, has_bias,
-                        gates, hs, cs, h_raw, need_dx=True, need_dw=True):
+                        gates, hs, cs, h_raw, need_dx=True, need_dw=True, need_dh0=True):
     H = w_ih.shape[0] // 4
     return (
         _grad_like(x, need_dx),
@@ -129,8 +130,8 @@ def _lstm_backward_fake(dy, dh_n, dc_n, x, w_ih, w_hh, w_hr, lengths, reverse, h
         _grad_like(w_hh, need_dw),
         x.new_empty((4 * H,) if has_bias and need_dw else (0,)),
         _grad_like(w_hr, need_dw) if w_hr is not None else x.new_empty((0,)),
-        _dense_like(dh_n),
-        _dense_like(dc_n),
+        _grad_like(dh_n, need_dh0),
+        _grad_like(dc_n, need_dh0),
     )
 
 
@@ -154,14 +155,16 @@ def _lstm_backward(ctx, dy, dh_n, dc_n, *_unused_grads_of_saved):
     H, P = cs.shape[2], hs.shape[2]
     # Inputs: x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse.
     need_dx, need_dw = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:6])
+    need_dh0 = any(ctx.needs_input_grad[6:8])
     dx, dw_ih, dw_hh, db, dw_hr, dh0, dc0 = _ops.lstm_backward(
         _zeros_if_none(dy, x, (T, B, P)), _zeros_if_none(dh_n, x, (B, P)),
         _zeros_if_none(dc_n, x, (B, H)), x, w_ih, w_hh, w_hr, lengths, ctx.reverse,
-        ctx.has_bias, gates, hs, cs, h_raw, need_dx, need_dw)
+        ctx.has_bias, gates, hs, cs, h_raw, need_dx, need_dw, need_dh0)
     dx = dx if need_dx else None
     dw_ih, dw_hh = (dw_ih, dw_hh) if need_dw else (None, None)
     db = db if ctx.has_bias and need_dw else None
     dw_hr = dw_hr if w_hr is not None and need_dw else None
+    dh0, dc0 = (dh0, dc0) if need_dh0 else (None, None)
     return dx, dw_ih, dw_hh, db, db, dw_hr, dh0, dc0, None, None
 
 
@@ -203,7 +206,7 @@ def _gru_forward_fake(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse):
 
 @torch.library.register_fake("fused_rnn::gru_backward")
 def _gru_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, has_bias, gates, hs, hn,
-                       need_dx=True, need_dw=True):
+                       need_dx=True, need_dw=True, need_dh0=True):
     H = w_ih.shape[0] // 3
     bias_shape = (3 * H,) if has_bias and need_dw else (0,)
     return (
@@ -212,7 +215,7 @@ def _gru_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, has_bias, gate
         _grad_like(w_hh, need_dw),
         x.new_empty(bias_shape),
         x.new_empty(bias_shape),
-        _dense_like(dh_n),
+        _grad_like(dh_n, need_dh0),
     )
 
 
@@ -235,13 +238,14 @@ def _gru_backward(ctx, dy, dh_n, *_unused_grads_of_saved):
     H = hs.shape[2]
     # Inputs: x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse.
     need_dx, need_dw = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:5])
+    need_dh0 = ctx.needs_input_grad[5]
     dx, dw_ih, dw_hh, db_ih, db_hh, dh0 = _ops.gru_backward(
         _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
-        lengths, ctx.reverse, ctx.has_bias, gates, hs, hn, need_dx, need_dw)
+        lengths, ctx.reverse, ctx.has_bias, gates, hs, hn, need_dx, need_dw, need_dh0)
     dx = dx if need_dx else None
     dw_ih, dw_hh = (dw_ih, dw_hh) if need_dw else (None, None)
     db_ih, db_hh = (db_ih, db_hh) if ctx.has_bias and need_dw else (None, None)
-    return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, None, None
+    return dx, dw_ih, dw_hh, db_ih, db_hh, dh0 if need_dh0 else None, None, None
 
 
 torch.library.register_autograd("fused_rnn::gru_forward", _gru_backward,
@@ -278,14 +282,14 @@ def _rnn_forward_fake(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu):
 
 @torch.library.register_fake("fused_rnn::rnn_backward")
 def _rnn_backward_fake(dy, dh_n, x, w_ih, w_hh, lengths, reverse, relu, has_bias, hs,
-                       need_dx=True, need_dw=True):
+                       need_dx=True, need_dw=True, need_dh0=True):
     H = w_ih.shape[0]
     return (
         _grad_like(x, need_dx),
         _grad_like(w_ih, need_dw),
         _grad_like(w_hh, need_dw),
         x.new_empty((H,) if has_bias and need_dw else (0,)),
-        _dense_like(dh_n),
+        _grad_like(dh_n, need_dh0),
     )
 
 
@@ -308,13 +312,14 @@ def _rnn_backward(ctx, dy, dh_n, _unused_grad_of_hs):
     H = hs.shape[2]
     # Inputs: x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu.
     need_dx, need_dw = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:5])
+    need_dh0 = ctx.needs_input_grad[5]
     dx, dw_ih, dw_hh, db, dh0 = _ops.rnn_backward(
         _zeros_if_none(dy, x, (T, B, H)), _zeros_if_none(dh_n, x, (B, H)), x, w_ih, w_hh,
-        lengths, ctx.reverse, ctx.relu, ctx.has_bias, hs, need_dx, need_dw)
+        lengths, ctx.reverse, ctx.relu, ctx.has_bias, hs, need_dx, need_dw, need_dh0)
     dx = dx if need_dx else None
     dw_ih, dw_hh = (dw_ih, dw_hh) if need_dw else (None, None)
     db = db if ctx.has_bias and need_dw else None
-    return dx, dw_ih, dw_hh, db, db, dh0, None, None, None
+    return dx, dw_ih, dw_hh, db, db, dh0 if need_dh0 else None, None, None, None
 
 
 torch.library.register_autograd("fused_rnn::rnn_forward", _rnn_backward,

@@ -1,7 +1,9 @@
 """Gradients nobody needs are not computed: dx of a layer whose input needs no gradient
 (the data fed to a first layer; need_dx=False, a quarter of a layer's backward FLOPs at
-I = H) and the weight gradients of a frozen layer (need_dw=False, half of them). Every
-gradient that is needed still matches torch.nn's."""
+I = H), the weight gradients of a frozen layer (need_dw=False, half of them) and the
+initial states' when none wants one (need_dh0=False: the zeros a module makes without hx;
+the CPU then skips the first step's product with W_hh, a one-step call's only recurrent
+product). Every gradient that is needed still matches torch.nn's."""
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -29,11 +31,12 @@ LENGTHS = [5, 2, 4]
 
 
 class BackwardCalls(TorchDispatchMode):
-    """Records (need_dx, need_dw) of every fused_rnn backward op called under it."""
+    """Records (need_dx, need_dw) and need_dh0 of every fused_rnn backward op called under it."""
 
     def __init__(self):
         super().__init__()
         self.flags = []
+        self.need_dh0 = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -44,6 +47,7 @@ class BackwardCalls(TorchDispatchMode):
                 k = names.index(name)
                 return args[k] if len(args) > k else kwargs.get(name, True)
             self.flags.append((arg("need_dx"), arg("need_dw")))
+            self.need_dh0.append(arg("need_dh0"))
         return func(*args, **kwargs)
 
     @property
@@ -53,7 +57,8 @@ class BackwardCalls(TorchDispatchMode):
 
 def _run(module, x, hx):
     """Outputs and the gradients of a random linear function of them with respect to every
-    leaf that requires one: the input, the initial state and the parameters."""
+    leaf that requires one: the input, the initial state (hx may be None) and the
+    parameters."""
     out, h_n = module(x, hx)
     outs = [out.data if hasattr(out, "batch_sizes") else out]
     outs += list(h_n) if isinstance(h_n, tuple) else [h_n]
@@ -61,7 +66,7 @@ def _run(module, x, hx):
     loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
     leaves = [x.data if hasattr(x, "batch_sizes") else x]
     leaves += (list(hx) if isinstance(hx, tuple) else [hx]) + list(module.parameters())
-    return outs, torch.autograd.grad(loss, [t for t in leaves if t.requires_grad])
+    return outs, torch.autograd.grad(loss, [t for t in leaves if t is not None and t.requires_grad])
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
@@ -132,22 +137,24 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("need_dx,need_dw", [(False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("need_dx,need_dw,need_dh0", [
+    (False, True, True), (True, False, True), (False, False, True), (True, True, False),
+    (False, True, False), (False, False, False)])
 @pytest.mark.parametrize("lengths,reverse", [(None, False), (torch.tensor(LENGTHS), True)])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_backward_op_skips_unneeded(cell, lengths, reverse, need_dx, need_dw, device):
+def test_backward_op_skips_unneeded(cell, lengths, reverse, need_dx, need_dw, need_dh0, device):
     op, args = _saved(cell, lengths, reverse, device)
     full = op(*args)
-    part = op(*args, need_dx, need_dw)
+    part = op(*args, need_dx, need_dw, need_dh0)
     # Outputs: dx, then the weight and bias gradients, then dh0 (and dc0).
     n_w = {"lstm": 4, "gru": 4, "rnn": 3}[cell]
-    wanted = [need_dx] + [need_dw] * n_w + [True] * (len(full) - 1 - n_w)
+    wanted = [need_dx] + [need_dw] * n_w + [need_dh0] * (len(full) - 1 - n_w)
     for k, (a, b, keep) in enumerate(zip(full, part, wanted)):
         if keep:  # the same arithmetic, so bit for bit
             assert torch.equal(a, b), f"output {k}"
         else:
             assert b.shape == (0,), f"output {k}"  # (the LSTM's dw_hr is [0] anyway here)
-    torch.library.opcheck(op.default, (*args, need_dx, need_dw),
+    torch.library.opcheck(op.default, (*args, need_dx, need_dw, need_dh0),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -178,3 +185,32 @@ def test_module_with_frozen_weights(cell, input_grad, frozen):
     need_dw = frozen == "biases"
     want = [(input_grad, need_dw)] * 2 + [(True, need_dw)] * 2
     assert sorted(calls.flags) == sorted(want)
+
+
+@pytest.mark.parametrize("hx_mode", ["none", "no-grad", "grad", "c0-only"])
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_initial_state_gradients_only_when_wanted(cell, hx_mode):
+    """need_dh0 is False for every layer when no initial state wants a gradient (hx not
+    given, or given without requires_grad), True when one does (for the LSTM, h0 or c0)."""
+    if hx_mode == "c0-only" and cell != "lstm":
+        pytest.skip("c0 is the LSTM's")
+    ref_cls, our_cls, extra = MODULES[cell]
+    ref, ours = twin(ref_cls, our_cls, input_size=I, hidden_size=H, num_layers=2,
+                     bidirectional=True, **extra)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def state(grad):
+        return torch.randn(4, B, H, generator=gen, dtype=torch.float64).requires_grad_(grad)
+    hx = {"none": None, "no-grad": (state(False), state(False)),
+          "grad": (state(True), state(True)), "c0-only": (state(False), state(True))}[hx_mode]
+    if hx is not None and cell != "lstm":
+        hx = hx[0]
+    r_outs, r_grads = _run(ref, x, hx)
+    with BackwardCalls() as calls:
+        o_outs, o_grads = _run(ours, x, hx)
+    assert len(o_grads) == len(r_grads)
+    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
+        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    assert calls.need_dh0 == [hx_mode in ("grad", "c0-only")] * 4
+

@@ -74,13 +74,14 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
 }
 
 // Returns db_ih and db_hh (empty without a bias or !need_dw). dx is null when x needs no
-// gradient; dw_ih and dw_hh are not written when !need_dw.
+// gradient; dw_ih and dw_hh are not written when !need_dw; dh ends as h0's gradient only
+// when need_dh0.
 template <typename S>
 std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     const LayerDims& d, const S* dy, const S* x, const S* w_ih, const S* w_hh,
     const int64_t* len, const std::vector<int64_t>& rows, bool reverse, bool has_bias,
-    bool need_dw, const S* gates, const S* hs, const S* hn, S* dh, S* dgi, S* dgh, S* dx, S* dw_ih,
-    S* dw_hh, const at::TensorOptions& opts) {
+    bool need_dw, bool need_dh0, const S* gates, const S* hs, const S* hn, S* dh, S* dgi, S* dgh,
+    S* dx, S* dw_ih, S* dw_hh, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
   // its batch rows [b0, b1).
@@ -122,7 +123,7 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
       }
     }
   });
-  if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
+  if (T > 0 && need_dh0) {  // dL/dh_prev of the first step, h0's gradient
     const int64_t t = step_of(T - 1);
     gemm<S>(false, false, rows[t], H, G3, S(1), dgh + t * B * G3, G3, w_hh, H, S(1), dh, H);
   }
@@ -177,7 +178,7 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
                  const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                  const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                  const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in,
-                 bool need_dx, bool need_dw) {
+                 bool need_dx, bool need_dw, bool need_dh0) {
   const char* op = "fused_rnn::gru_backward";
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in,
                                               lengths, gates_in, hs_in, hn_in);
@@ -202,7 +203,7 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
     std::tie(db_ih, db_hh) = gru_backward_kernel<scalar_t>(
         d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
         w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
-        reverse, has_bias, need_dw, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
+        reverse, has_bias, need_dw, need_dh0, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
         hn.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
         dgh.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
         need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
@@ -210,7 +211,8 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   });
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt),
-          as_out(db_ih, out_dt), as_out(db_hh, out_dt), as_out(dh, out_dt)};
+          as_out(db_ih, out_dt), as_out(db_hh, out_dt),
+          state_grad(need_dh0, [&] { return as_out(dh, out_dt); }, x_in.options())};
 }
 
 }  // namespace

@@ -106,7 +106,8 @@ template <typename S>
 at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                 const S* w_hh, const S* w_hr, const int64_t* len,
                                 const std::vector<int64_t>& rows, bool reverse, bool has_bias,
-                                bool need_dw, const S* gates, const S* hs, const S* cs,
+                                bool need_dw, bool need_dh0, const S* gates, const S* hs,
+                                const S* cs,
                                 const S* h_raw, S* dh, S* dc, S* dgates, S* dr, S* dh_raw, S* dx,
                                 S* dw_ih, S* dw_hh, S* dw_hr, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
@@ -178,7 +179,7 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
       if (db.wanted()) db.add(tl, 0, da, 4, H, lo, hi);
     }
   });
-  if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
+  if (T > 0 && need_dh0) {  // dL/dh_prev of the first step, h0's gradient
     const int64_t t = step_of(T - 1);
     gemm<S>(false, false, rows[t], P, G4, S(1), dgates + t * B * G4, G4, w_hh, P, S(1), dh, P);
   }
@@ -241,7 +242,7 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
                   const std::optional<at::Tensor>& w_hr_in,
                   const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                   const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& cs_in,
-                  const at::Tensor& h_raw_in, bool need_dx, bool need_dw) {
+                  const at::Tensor& h_raw_in, bool need_dx, bool need_dw, bool need_dh0) {
   const char* op = "fused_rnn::lstm_backward";
   const LayerDims d = check_lstm_backward_args(op, dy_in, dh_n_in, dc_n_in, x_in, w_ih_in,
                                                w_hh_in, w_hr_in, lengths, gates_in, hs_in,
@@ -273,7 +274,7 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
         d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
         w_hh.data_ptr<scalar_t>(), proj ? w_hr->data_ptr<scalar_t>() : nullptr,
         len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, has_bias, need_dw,
-        gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
+        need_dh0, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
         proj ? h_raw.data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
         dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
         proj ? dr.data_ptr<scalar_t>() : nullptr, proj ? dh_raw.data_ptr<scalar_t>() : nullptr,
@@ -284,8 +285,9 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   });
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt),
-          as_out(db, out_dt), as_out(dw_hr, out_dt), as_out(dh, out_dt),
-          as_out(dc, out_dt)};
+          as_out(db, out_dt), as_out(dw_hr, out_dt),
+          state_grad(need_dh0, [&] { return as_out(dh, out_dt); }, x_in.options()),
+          state_grad(need_dh0, [&] { return as_out(dc, out_dt); }, x_in.options())};
 }
 
 }  // namespace

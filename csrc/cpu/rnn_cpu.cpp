@@ -72,7 +72,8 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
 template <typename S, bool kRelu>
 at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
-                               bool reverse, bool has_bias, bool need_dw, const S* hs, S* dh,
+                               bool reverse, bool has_bias, bool need_dw, bool need_dh0,
+                               const S* hs, S* dh,
                                S* da, S* dx, S* dw_ih, S* dw_hh, const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
@@ -108,7 +109,7 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
       if (db.wanted()) db.add(tl, 0, da_row, 1, H, lo, hi);
     }
   });
-  if (T > 0) {  // dL/dh_prev of the first step, h0's gradient
+  if (T > 0 && need_dh0) {  // dL/dh_prev of the first step, h0's gradient
     const int64_t t = step_of(T - 1);
     gemm<S>(false, false, rows[t], H, H, S(1), da + t * B * H, H, w_hh, H, S(1), dh, H);
   }
@@ -169,7 +170,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::Tensor& x_in,
     const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const std::optional<at::Tensor>& lengths, bool reverse, bool relu, bool has_bias,
-    const at::Tensor& hs_in, bool need_dx, bool need_dw) {
+    const at::Tensor& hs_in, bool need_dx, bool need_dw, bool need_dh0) {
   const char* op = "fused_rnn::rnn_backward";
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in, lengths, hs_in);
@@ -194,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
       db = rnn_backward_kernel<scalar_t, decltype(act)::value>(
           d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
           w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
-          reverse, has_bias, need_dw, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+          reverse, has_bias, need_dw, need_dh0, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
           da.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
           need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
           need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr, opts);
@@ -202,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   });
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt), as_out(db, out_dt),
-          as_out(dh, out_dt)};
+          state_grad(need_dh0, [&] { return as_out(dh, out_dt); }, x_in.options())};
 }
 
 }  // namespace

@@ -297,7 +297,7 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
                   const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
                   const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                   const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& hn_in,
-                  bool need_dx, bool need_dw) {
+                  bool need_dx, bool need_dw, bool need_dh0) {
   const char* op = "fused_rnn::gru_backward";
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths,
                                               gates_in, hs_in, hn_in);
@@ -334,7 +334,8 @@ gru_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Ten
                              : at::empty({0}, opts);
   at::Tensor db_hh = want_db ? at::sum(dgh.view({T * B, 3 * H}), {0}, false, acc).to(dt)
                              : at::empty({0}, opts);
-  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh.to(dt)};
+  // The loop computes dh0 on its way (need_dh0 only decides whether it is returned).
+  return {dx, dw_ih, dw_hh, db_ih, db_hh, state_grad(need_dh0, [&] { return dh.to(dt); }, opts)};
 }
 
 }  // namespace

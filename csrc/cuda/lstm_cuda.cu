@@ -396,7 +396,7 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
                    const std::optional<at::Tensor>& w_hr_in,
                    const std::optional<at::Tensor>& lengths, bool reverse, bool has_bias,
                    const at::Tensor& gates_in, const at::Tensor& hs_in, const at::Tensor& cs_in,
-                   const at::Tensor& h_raw_in, bool need_dx, bool need_dw) {
+                   const at::Tensor& h_raw_in, bool need_dx, bool need_dw, bool need_dh0) {
   const char* op = "fused_rnn::lstm_backward";
   const LayerDims d = check_lstm_backward_args(op, dy_in, dh_n, dc_n, x_in, w_ih_in, w_hh_in,
                                                w_hr_in, lengths, gates_in, hs_in, cs_in,
@@ -438,7 +438,9 @@ lstm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Te
   const bool want_db = has_bias && need_dw;
   at::Tensor db = want_db ? at::sum(dgates.view({T * B, 4 * H}), {0}, false, cdt).to(dt)
                           : at::empty({0}, opts);
-  return {dx, dw_ih, dw_hh, db, dw_hr, dh.to(dt), dc.to(dt)};
+  // The loop computes dh0 and dc0 on its way (need_dh0 only decides whether they are returned).
+  return {dx, dw_ih, dw_hh, db, dw_hr, state_grad(need_dh0, [&] { return dh.to(dt); }, opts),
+          state_grad(need_dh0, [&] { return dc.to(dt); }, opts)};
 }
 
 }  // namespace

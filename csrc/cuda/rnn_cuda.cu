@@ -234,7 +234,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& dy_in, const at::Tensor& dh_n, const at::Tensor& x_in,
     const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const std::optional<at::Tensor>& lengths, bool reverse, bool relu, bool has_bias,
-    const at::Tensor& hs_in, bool need_dx, bool need_dw) {
+    const at::Tensor& hs_in, bool need_dx, bool need_dw, bool need_dh0) {
   const char* op = "fused_rnn::rnn_backward";
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n, x_in, w_ih_in, w_hh_in, lengths, hs_in);
@@ -265,7 +265,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const bool want_db = has_bias && need_dw;
   at::Tensor db = want_db ? at::sum(da.view({T * B, H}), {0}, false, cell_dtype(dt)).to(dt)
                           : at::empty({0}, opts);
-  return {dx, dw_ih, dw_hh, db, dh.to(dt)};
+  // The loop computes dh0 on its way (need_dh0 only decides whether it is returned).
+  return {dx, dw_ih, dw_hh, db, state_grad(need_dh0, [&] { return dh.to(dt); }, opts)};
 }
 
 }  // namespace
