@@ -65,7 +65,7 @@ def _packed_layout(batch_sizes):
     return flat, lengths
 
 
-@dataclass
+@dataclass(slots=True)  # slots: ~1 us less per call to build and read
 class Sequence:
     x: torch.Tensor                         # [T, B, I], time-major
     lengths: Optional[torch.Tensor]         # [B] int64 on the CPU (packed input only)
@@ -86,7 +86,7 @@ class Sequence:
 
     def output(self, y):
         """y [T, B, F] time-major → the output form torch.nn would return."""
-        if self.packed:
+        if self.batch_sizes is not None:  # packed
             data = _Gather.apply(y.reshape(-1, y.shape[2]), self.flat_index)
             return PackedSequence(data, self.batch_sizes, self.sorted_indices,
                                   self.unsorted_indices)

@@ -22,6 +22,6 @@ class GRU(FusedRNNBase):
 
     def run_layer(self, x, w, state, lengths, reverse):
         (h0,) = state
-        y, h_n = gru_layer(x, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], h0,
-                           lengths, reverse)
+        w_ih, w_hh, b_ih, b_hh, _ = w
+        y, h_n = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
         return y, (h_n,)

@@ -21,6 +21,5 @@ class LSTM(FusedRNNBase):
 
     def run_layer(self, x, w, state, lengths, reverse):
         h0, c0 = state
-        y, h_n, c_n = lstm_layer(x, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"],
-                                 w["weight_hr"], h0, c0, lengths, reverse)
+        y, h_n, c_n = lstm_layer(x, *w, h0, c0, lengths, reverse)
         return y, (h_n, c_n)

@@ -5,7 +5,7 @@ Each layer op runs one layer in one direction over the whole sequence; see
 csrc/lstm_args.h, csrc/gru_args.h and csrc/rnn_args.h for every argument's shape.
 Use the wrappers below (lstm_layer, gru_layer, rnn_layer), not torch.ops.fused_rnn.*
 directly: they also take the paths the raw ops cannot (forward-mode AD, torch.func's grad
-transforms; see _needs_rerun).
+transforms; see _call).
 """
 import torch
 import torch.autograd.forward_ad as _forward_ad
@@ -57,48 +57,42 @@ def _check_args(check, *args):
         check(*args)
 
 
-def _needs_rerun(*tensors):
-    """Whether a layer must run as differentiable torch ops (_rerun.py) instead of the fused
-    op: under forward-mode AD (dual tensors, torch.func.jvp/jacfwd), which the fused kernels
-    have no formula for, and under torch.func's grad transforms (grad, vjp, jacrev,
-    hessian), which cannot run the op's autograd. vmap alone keeps the fused op. Under
-    torch.compile the op always runs (Dynamo cannot trace these checks)."""
-    if torch.compiler.is_compiling():
-        return False
-    if any(i.key() not in (_TransformType.Vmap, _TransformType.Functionalize)
-           for i in _interpreters()):
-        return True
-    return _forward_ad._current_level >= 0 and any(
-        t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors)
-
-
 def _call(op, *args):
-    """op(*args) through the cheapest route that keeps its autograd:
-    - under torch.compile, torch.jit.trace, a torch.func transform (vmap) or CUDA autocast,
-      the op itself, whose autograd layer register_autograd installs (a graph then records
-      the op, functorch knows that layer, and the layer saves the arguments as autocast
-      cast them: csrc/cuda/autocast.cpp sits above it);
-    - when a gradient is wanted, the op's *_layer_autograd twin (csrc/layer_autograd.cpp), a
-      C++ autograd Function with the same saved tensors and backward, without that layer's
-      Python (Function.apply, setup_context, the engine's call back into Python): a
-      third less time for a one-step GRU's forward + backward at B = 1, H = 128, as
-      against a Python Function that skipped only the generic layer (benchmarks/NOTES.md,
-      session 16);
-    - otherwise straight to the kernel below the autograd layer, which would only pass
-      the call on (~6 us, a tenth of a streaming call of one step)."""
-    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or _interpreters()
-            or torch.is_autocast_enabled("cuda")):
+    """op(*args) through the cheapest route that keeps its autograd, or None where the layer
+    must run as differentiable torch ops instead (_rerun.py):
+    - under torch.compile, the op itself (Dynamo cannot trace the checks below);
+    - None under forward-mode AD (dual tensors, torch.func.jvp/jacfwd), which the fused
+      kernels have no formula for, and under torch.func's grad transforms (grad, vjp,
+      jacrev, hessian), which cannot run the op's autograd; vmap alone keeps the fused op;
+    - under torch.jit.trace, a torch.func transform (vmap) or CUDA autocast, the op itself,
+      whose autograd layer register_autograd installs (a graph then records the op,
+      functorch knows that layer, and the layer saves the arguments as autocast cast them:
+      csrc/cuda/autocast.cpp sits above it);
+    - otherwise the op's *_layer_autograd twin (csrc/layer_autograd.cpp): a C++ autograd
+      Function with the same saved tensors and backward when a gradient is wanted, without
+      that layer's Python (Function.apply, setup_context, the engine's call back into
+      Python): a third less time for a one-step GRU's forward + backward at B = 1,
+      H = 128; and the kernel below the autograd layer when none is (benchmarks/NOTES.md,
+      session 16). One check of each kind per call: a one-step call's Python costs as much
+      as its arithmetic."""
+    if torch.compiler.is_compiling():
         return op(*args)
-    if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
-        return _TRAINING_TWINS[op](*args)
-    with torch._C._AutoDispatchBelowAutograd():
+    interpreters = _interpreters()
+    if any(i.key() not in (_TransformType.Vmap, _TransformType.Functionalize)
+           for i in interpreters):
+        return None
+    if _forward_ad._current_level >= 0 and any(
+            isinstance(t, torch.Tensor) and _forward_ad.unpack_dual(t).tangent is not None
+            for t in args):
+        return None
+    if interpreters or torch.jit.is_tracing() or torch.is_autocast_enabled("cuda"):
         return op(*args)
+    return _EAGER_TWINS[op](*args)
 
 
-# forward op -> its C++ autograd twin (.default: one overload lookup less per call)
-_TRAINING_TWINS = {getattr(_ops, f"{cell}_forward"):
-                   getattr(_ops, f"{cell}_layer_autograd").default
-                   for cell in ("lstm", "gru", "rnn")}
+# forward op -> its eager twin (.default: one overload lookup less per call)
+_EAGER_TWINS = {getattr(_ops, f"{cell}_forward"): getattr(_ops, f"{cell}_layer_autograd").default
+                for cell in ("lstm", "gru", "rnn")}
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -180,12 +174,11 @@ def lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths=None, reverse=Fa
     steps, keeps its state, and outputs zeros after); reverse runs t = T-1 .. 0.
     Returns y [T, B, P], h_n [B, P], c_n [B, H]. Differentiable in every tensor.
     """
-    if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0):
+    out = _call(_ops.lstm_forward, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse)
+    if out is None:
         _check_args(_ops.lstm_check, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths)
         return _rerun.lstm(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, lengths, reverse)
-    y, h_n, c_n, *_ = _call(_ops.lstm_forward, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0,
-                            lengths, reverse)
-    return y, h_n, c_n
+    return out[0], out[1], out[2]
 
 
 # ----------------------------------------------------------------------------- GRU
@@ -260,11 +253,11 @@ def gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False):
     and outputs zeros after); reverse runs t = T-1 .. 0.
     Returns y [T, B, H], h_n [B, H]. Differentiable in every tensor.
     """
-    if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, h0):
+    out = _call(_ops.gru_forward, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
+    if out is None:
         _check_args(_ops.gru_check, x, w_ih, w_hh, b_ih, b_hh, h0, lengths)
         return _rerun.gru(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
-    y, h_n, *_ = _call(_ops.gru_forward, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse)
-    return y, h_n
+    return out[0], out[1]
 
 
 # ----------------------------------------------------------------------------- RNN
@@ -340,8 +333,8 @@ def rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths=None, reverse=False, nonlin
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     relu = _NONLINEARITIES[nonlinearity]
-    if _needs_rerun(x, w_ih, w_hh, b_ih, b_hh, h0):
+    out = _call(_ops.rnn_forward, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
+    if out is None:
         _check_args(_ops.rnn_check, x, w_ih, w_hh, b_ih, b_hh, h0, lengths)
         return _rerun.rnn(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
-    y, h_n, *_ = _call(_ops.rnn_forward, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu)
-    return y, h_n
+    return out[0], out[1]

@@ -39,6 +39,6 @@ class RNN(FusedRNNBase):
         (h0,) = state
         # The mode, not self.nonlinearity, is what torch.nn.RNN runs by.
         act = "relu" if self.mode == "RNN_RELU" else "tanh"
-        y, h_n = rnn_layer(x, w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"], h0,
-                           lengths, reverse, act)
+        w_ih, w_hh, b_ih, b_hh, _ = w
+        y, h_n = rnn_layer(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, act)
         return y, (h_n,)

@@ -29,33 +29,34 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         raise NotImplementedError
 
     def run_layer(self, x, weights, state, lengths, reverse):
-        """One layer, one direction: x [T, B, I], weights dict, state sequence of [B, F] →
-        (y [T, B, F_out], final state tuple)."""
+        """One layer, one direction: x [T, B, I], weights (layer_weights), state sequence of
+        [B, F] → (y [T, B, F_out], final state tuple)."""
         raise NotImplementedError
 
     def layer_weights(self, layer, direction):
-        """{role: parameter or None} for one (layer, direction); roles as in _ROLES."""
+        """(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of one (layer, direction), as
+        in _ROLES, each a parameter or None (a tuple: a dict cost ~1 us more per call)."""
         # Which parameter name plays each role, worked out once (a streaming call of one
         # step spent ~5 us here); the parameters themselves are looked up on every call,
         # as torch.nn does, so that reassigned or reparametrized weights are seen.
-        roles = self.__dict__.get("_layer_roles")
+        roles = self.__dict__.get("_layer_weight_names")
         if roles is None:
             roles = []
             for names in self._all_weights:
                 found = {name.split("_l")[0]: name for name in names}
-                roles.append(tuple((role, found.get(role)) for role in _ROLES))
-            self.__dict__["_layer_roles"] = roles
+                roles.append(tuple(found.get(role) for role in _ROLES))
+            self.__dict__["_layer_weight_names"] = roles
         k = layer * (2 if self.bidirectional else 1) + direction
         # From _parameters where a parameter is (getattr's way there, Module.__getattr__,
         # cost ~1 us each); from getattr where it is not: a reparametrized weight, or a
         # DataParallel replica's, lives on the class or in __dict__, which getattr would
         # have found first.
         params = self._parameters
-        weights = {}
-        for role, name in roles[k]:
+        weights = []
+        for name in roles[k]:
             w = None if name is None else params.get(name)
-            weights[role] = getattr(self, name) if w is None and name is not None else w
-        return weights
+            weights.append(getattr(self, name) if w is None and name is not None else w)
+        return tuple(weights)
 
     # --------------------------------------------------------------- states
 
@@ -63,14 +64,15 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         """Per state, what indexing by k = layer * D + direction gives that layer's [B, F]
         initial state: the checked user tensor [L*D, B, F], or a list holding one tensor
         of zeros L*D times."""
-        name = type(self).__name__
         L = self.num_layers * (2 if self.bidirectional else 1)
-        B = seq.batch
         ref = seq.x
         if hx is None:
             # One [B, F] of zeros that every layer reads (the ops never write their
             # arguments), not [L*D, B, F] and a view of it per layer (~3 us).
+            B = ref.shape[1]
             return tuple([ref.new_zeros(B, f)] * L for f in self.state_sizes())
+        name = type(self).__name__
+        B = seq.batch
         shapes = [(L, B, f) for f in self.state_sizes()]
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != len(shapes):
@@ -119,7 +121,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         seq = to_sequence(name, input, self.batch_first, self.input_size)
         x = seq.x
         first = self.layer_weights(0, 0)
-        self._check_weights(x, first["weight_ih"])
+        self._check_weights(x, first[0])
         if x.shape[0] == 0:  # as torch.nn does
             raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
         states = self._initial_states(seq, hx)
@@ -142,7 +144,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         # One (layer, direction): a view instead of a stack (a copy; ~10 us per state on a
         # streaming call of one step).
         if len(finals) == 1:
-            final_states = tuple(seq.state_out(f.unsqueeze(0)) for f in finals[0])
+            final_states = [seq.state_out(f.unsqueeze(0)) for f in finals[0]]
         else:
-            final_states = tuple(seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals))
-        return output, final_states if len(final_states) > 1 else final_states[0]
+            final_states = [seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals)]
+        return output, tuple(final_states) if len(final_states) > 1 else final_states[0]
