@@ -9,7 +9,7 @@ import torch
 
 import fused_rnn
 from fused_rnn.bench import cli, flops, runner, suites, timing
-from fused_rnn.bench.cases import Case
+from fused_rnn.bench.cases import Case, fused_class, make_state
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +60,35 @@ def test_streaming_suite():
         assert {c.mode for c in cases} == {"inference", "training"}
         assert {c.cell for c in cases} == {"lstm", "gru"}
         assert min(c.batch for c in cases) == 1
+        assert all(c.state and c.name.endswith(" state") for c in cases)  # carried in
+    assert not any(c.state for c in suites.suite_cases("quick", ["gru"], None, gpu=False))
+
+
+@pytest.mark.parametrize("cell,mode,extra", [
+    ("lstm", "training", dict(proj_size=3, layers=2, bidirectional=True)),
+    ("gru", "inference", {}), ("rnn_tanh", "training", dict(layers=2))])
+def test_case_with_state_passes_it_to_both(cell, mode, extra, monkeypatch):
+    """A state case hands both modules the same non-zero initial state: a parity check
+    that fails when either one ignores it."""
+    case = Case(cell, mode, 3, 2, 4, 5, state=True, **extra)
+    hx = make_state(case, torch.device("cpu"), torch.float32)
+    states = hx if isinstance(hx, tuple) else (hx,)
+    n = 2 * extra.get("layers", 1) if extra.get("bidirectional") else extra.get("layers", 1)
+    assert [tuple(s.shape) for s in states] == (
+        [(n, 2, 3), (n, 2, 5)] if cell == "lstm" else [(n, 2, 5)])
+    assert all(not s.requires_grad and s.abs().min() > 0 for s in states)
+    r = runner.run_case(case, torch.device("cpu"), torch.float32, 1, 0, 100.0)
+    assert r["status"] == "ok" and r["state"] is True
+
+    seen = []
+    original = fused_class(cell).forward
+
+    def ignores_state(self, input, hx=None):
+        seen.append(hx is not None)
+        return original(self, input, None)
+    monkeypatch.setattr(fused_class(cell), "forward", ignores_state)
+    r = runner.run_case(case, torch.device("cpu"), torch.float32, 1, 0, 100.0)
+    assert r["status"] == "mismatch" and all(seen)
 
 
 def test_cli_custom_case_writes_json_csv_markdown(tmp_path, capsys):

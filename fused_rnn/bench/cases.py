@@ -30,6 +30,8 @@ class Case:
     bidirectional: bool = False
     proj_size: int = 0          # LSTM only
     varlen: bool = False        # PackedSequence of random lengths in [seq_len // 4, seq_len]
+    state: bool = False         # given a random initial state without gradient, as a caller
+                                # that carries h_n into its next call (streaming) passes it
     suite: str = "custom"
 
     @property
@@ -44,6 +46,8 @@ class Case:
             s += f" P={self.proj_size}"
         if self.varlen:
             s += " varlen"
+        if self.state:
+            s += " state"
         return s
 
     def as_dict(self):
@@ -98,6 +102,22 @@ def make_input(case, device, dtype, seed=0):
     lengths = lengths_for(case, seed)
     packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
     return packed, int(lengths.sum())
+
+
+def make_state(case, device, dtype, seed=0):
+    """The initial state both modules get: None, or for case.state a random h_0 (LSTM:
+    (h_0, c_0)) of torch.nn's shapes, without gradient (a carried state is detached)."""
+    if not case.state:
+        return None
+    g = torch.Generator().manual_seed(seed + 4)
+    n = case.layers * (2 if case.bidirectional else 1)
+
+    def rand(size):
+        return torch.randn(n, case.batch, size, generator=g, dtype=torch.float64).to(
+            device=device, dtype=dtype)
+    if case.cell == "lstm":
+        return rand(case.proj_size or case.hidden_size), rand(case.hidden_size)
+    return rand(case.hidden_size)
 
 
 def output_tensor(out):

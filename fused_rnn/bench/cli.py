@@ -42,6 +42,9 @@ def parser():
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--bidirectional", action="store_true")
     p.add_argument("--proj-size", type=int, default=0, help="LSTM projection size")
+    p.add_argument("--state", action="store_true",
+                   help="pass a random initial state, as a caller that carries h_n into its "
+                   "next call does (the streaming suite always does)")
     p.add_argument("--varlen", action="store_true",
                    help="custom case as a PackedSequence of random lengths in [T/4, T]")
     p.add_argument("--repeats", type=int, help="timed runs of each (default: 7 CPU, 20 CUDA)")
@@ -77,11 +80,14 @@ def build_cases(args, gpu):
             extra["bidirectional"] = True
         if args.proj_size:
             extra["proj_size"] = args.proj_size
+        if args.state:
+            extra["state"] = True
         return [c.with_(**extra) for c in cases]
     H = args.hidden_size or 256
     return [Case(cell=cell, mode=mode, seq_len=args.seq_len or 100, batch=args.batch or 16,
                  input_size=args.input_size or H, hidden_size=H, layers=args.layers,
-                 bidirectional=args.bidirectional, proj_size=args.proj_size, varlen=args.varlen)
+                 bidirectional=args.bidirectional, proj_size=args.proj_size, varlen=args.varlen,
+                 state=args.state)
             for cell in cells for mode in (modes or ("inference", "training"))]
 
 

@@ -3,8 +3,8 @@ interleaved and derive tokens/s, GFLOP/s and the fraction of the measured GEMM p
 import torch
 
 from . import timing
-from .cases import (flat_outputs, fused_class, make_input, make_modules, output_tensor,
-                    with_grad)
+from .cases import (flat_outputs, fused_class, make_input, make_modules, make_state,
+                    output_tensor, with_grad)
 from .flops import case_flops
 
 # Largest accepted difference, relative to max(1, largest reference magnitude) per tensor.
@@ -13,30 +13,30 @@ TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 5e-2,
              torch.bfloat16: 5e-2}
 
 
-def _forward(module, inp, grad_out=None):
-    out = module(inp)
+def _forward(module, inp, hx, grad_out=None):
+    out = module(inp, hx)
     if grad_out is not None:
         torch.autograd.backward(output_tensor(out), grad_out)
     return out
 
 
-def _compared(case, module, inp, grad_out):
+def _compared(case, module, inp, hx, grad_out):
     """Outputs (and in training, dL/dx and every parameter gradient) in a fixed order."""
     if case.mode == "inference":
         with torch.no_grad():
-            return flat_outputs(module(inp))
+            return flat_outputs(module(inp, hx))
     inp = with_grad(inp)
     module.zero_grad(set_to_none=True)
-    out = _forward(module, inp, grad_out)
+    out = _forward(module, inp, hx, grad_out)
     leaf = inp.data if hasattr(inp, "batch_sizes") else inp
     grads = [leaf.grad] + [p.grad for _, p in sorted(module.named_parameters())]
     return [t.detach() for t in flat_outputs(out)] + grads
 
 
-def check_parity(case, ref, ours, inp, grad_out, dtype):
+def check_parity(case, ref, ours, inp, hx, grad_out, dtype):
     """(max abs difference, agrees) between the two implementations."""
-    a = _compared(case, ref, inp, grad_out)
-    b = _compared(case, ours, inp, grad_out)
+    a = _compared(case, ref, inp, hx, grad_out)
+    b = _compared(case, ours, inp, hx, grad_out)
     worst_abs, ok = 0.0, True
     tol = TOLERANCE.get(dtype, 1e-3)
     for x, y in zip(a, b):
@@ -75,14 +75,15 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
         return res
     ref, ours = make_modules(case, device, dtype, seed)
     inp, tokens = make_input(case, device, dtype, seed)
+    hx = make_state(case, device, dtype, seed)
     grad_out = None
     if case.mode == "training":
         with torch.no_grad():
-            shape = output_tensor(ref(inp)).shape
+            shape = output_tensor(ref(inp, hx)).shape
         g = torch.Generator().manual_seed(seed + 3)
         grad_out = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
 
-    diff, ok = check_parity(case, ref, ours, inp, grad_out, dtype)
+    diff, ok = check_parity(case, ref, ours, inp, hx, grad_out, dtype)
     res["max_abs_diff"] = diff
     if not ok:
         res.update(status="mismatch", note=f"outputs/gradients differ by {diff:.3g}: not timed")
@@ -99,7 +100,7 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
         def make(m, x):
             def fn():
                 with torch.no_grad():
-                    m(x)
+                    m(x, hx)
             return fn
         fns = [make(m, x) for m, x in zip(mods, inps)]
         before = None
@@ -108,8 +109,8 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
         grads = [grad_out, grad_out]
         if case.varlen:
             with torch.no_grad():
-                grads.append(torch.randn_like(output_tensor(ours(inps[2]))))
-        fns = [(lambda m=m, x=x, g=g: _forward(m, x, g)) for m, x, g in zip(mods, inps, grads)]
+                grads.append(torch.randn_like(output_tensor(ours(inps[2], hx))))
+        fns = [(lambda m=m, x=x, g=g: _forward(m, x, hx, g)) for m, x, g in zip(mods, inps, grads)]
 
         def before(i):  # fresh gradients, outside the timed region
             mods[i].zero_grad(set_to_none=True)

@@ -6,7 +6,8 @@ SUITES = ("quick", "latency", "streaming", "training", "varlen", "fastrnns")
 DESCRIPTIONS = {
     "quick": "a few mid-size and small shapes, both modes (about a minute on a 2-core CPU)",
     "latency": "batch 1-16 at T=100, inference",
-    "streaming": "one time step per call (a streaming server, a decoder loop), both modes",
+    "streaming": "one time step per call with the state carried in (a streaming server, a "
+                 "decoder loop), both modes",
     "training": "DeepBench RNN training shapes, training mode (CPU: H/4, GRU T/4)",
     "varlen": "PackedSequence batches of random lengths in [T/4, T], both modes",
     "fastrnns": "PyTorch's fastrnns default: T=100, B=64, I=H=512, both modes",
@@ -56,5 +57,6 @@ def suite_cases(name, cells, modes, gpu):
         for t, b, h in _shapes(name, cell, gpu):
             for mode in modes:
                 cases.append(Case(cell=cell, mode=mode, seq_len=t, batch=b, input_size=h,
-                                  hidden_size=h, varlen=name == "varlen", suite=name))
+                                  hidden_size=h, varlen=name == "varlen",
+                                  state=name == "streaming", suite=name))
     return cases
