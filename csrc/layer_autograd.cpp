@@ -1,8 +1,8 @@
 // The eager route of the layer ops (fused_rnn/ops.py, _call): one C++ autograd Function per
 // cell over the fused forward and backward ops, both called below the autograd layer. It
 // saves what the ops' own autograd layer (register_autograd in ops.py, taken under
-// torch.compile, torch.func, CUDA autocast and by callers of the raw ops) saves and runs the
-// same backward, without its Python: Function.apply and setup_context in forward, the
+// torch.compile, torch.jit.trace, vmap, CUDA autocast and by callers of the raw ops) saves
+// and runs the same backward, without its Python: Function.apply and setup_context in forward, the
 // engine's call back into Python and the saved tensors' unpacking in backward. Where no
 // gradient is wanted it is the forward op below the autograd layer, without Python's guard
 // for that (~3 us of a ~30 us one-step call) or the Function's bookkeeping (~1 us).
@@ -100,10 +100,17 @@ std::vector<bool> needs_per_argument(const AutogradContext* ctx,
   return needs;
 }
 
+bool wanted_none(const std::vector<bool>& needs) {
+  for (bool need : needs)
+    if (need) return false;
+  return true;
+}
+
 // The backward under create_graph=True, which must itself be differentiable; the fused
 // backward is not. Runs the forward op once more through its own autograd layer, whose
 // backward re-runs the layer as differentiable torch ops when grad mode is on
-// (fused_rnn/_rerun.py), and differentiates that.
+// (fused_rnn/_rerun.py), and differentiates that: one fused forward more than that layer
+// alone would cost, on a path only gradient penalties and Hessians take.
 variable_list differentiable_grads(const c10::OperatorHandle& forward_op,
                                    const std::vector<c10::IValue>& args,
                                    const std::vector<bool>& needs, const variable_list& grads) {
@@ -112,6 +119,10 @@ variable_list differentiable_grads(const c10::OperatorHandle& forward_op,
   variable_list outputs, output_grads;
   for (size_t i = 0; i < grads.size(); ++i) {
     const Tensor& out = stack[i].toTensor();
+    TORCH_CHECK(!grads[i].defined() || out.requires_grad() || wanted_none(needs),
+                "fused_rnn: ", forward_op.schema().name(),
+                " has no autograd layer to differentiate its backward through (import fused_rnn, "
+                "whose ops.py registers it)");
     if (grads[i].defined() && out.requires_grad()) {
       outputs.push_back(out);
       output_grads.push_back(grads[i]);

@@ -131,8 +131,10 @@ TORCH_LIBRARY(fused_rnn, m) {
       "rnn_check(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, "
       "Tensor? lengths) -> ()");
   // The forward ops with the backward ops as their gradient, through C++ autograd Functions
-  // (layer_autograd.cpp): the route fused_rnn/ops.py takes for eager calls, with or without
-  // a gradient. Return the forward op's first outputs (y and the final states).
+  // (layer_autograd.cpp): the route fused_rnn/ops.py's _call takes for eager calls, with or
+  // without a gradient. Not for direct use: under torch.func or CUDA autocast only the
+  // forward ops above are right (_call chooses). Return the forward op's first outputs (y
+  // and the final states).
   m.def(
       "lstm_layer_autograd(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor? w_hr, Tensor h0, Tensor c0, Tensor? lengths, bool reverse) -> "

@@ -45,8 +45,8 @@ def _dense_like(t):
 
 def _grad_like(t, wanted):
     # The backward ops skip the gradients nobody needs (dx of a layer fed with data, the
-    # weights' of a frozen layer, the initial states' when they are zeros the module made)
-    # and return them empty.
+    # weights' of a frozen layer, the initial states' when none requires one, or when the
+    # caller asked autograd for others only) and return them empty.
     return _dense_like(t) if wanted else t.new_empty((0,))
 
 

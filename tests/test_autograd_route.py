@@ -120,3 +120,25 @@ def test_lean_route_checks_saved_tensors_for_in_place_changes(cell):
         args[1].mul_(2)  # w_ih
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_routes_agree_when_autograd_asks_for_some_leaves(cell):
+    """autograd.grad for some leaves only (the C++ route's needs_input_grad follows the call,
+    so it skips dW or dh0 where the Python layer computes them), then for all of them from
+    the same graph: the same gradients, bit for bit."""
+    op = getattr(_ops, f"{cell}_forward")
+    h0 = 6 if cell == "lstm" else 5
+    results = []
+    for route in (fops._call, lambda op, *a: op(*a)):
+        args = _args(cell)
+        y = route(op, *args)[0]
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()
+        got = []
+        for pick in ([h0], [1, 4], [0]):  # h0 alone, w_ih and b_hh, x alone
+            got += torch.autograd.grad(loss, [args[k] for k in pick], retain_graph=True)
+        leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        got += torch.autograd.grad(loss, leaves)
+        results.append(got)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
