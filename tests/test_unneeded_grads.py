@@ -69,6 +69,18 @@ def _run(module, x, hx):
     return outs, torch.autograd.grad(loss, [t for t in leaves if t is not None and t.requires_grad])
 
 
+def _compare_runs(ref, ours, x, hx):
+    """_run on both modules, ours under BackwardCalls, which it returns; outputs and
+    gradients must agree."""
+    r_outs, r_grads = _run(ref, x, hx)
+    with BackwardCalls() as calls:
+        o_outs, o_grads = _run(ours, x, hx)
+    assert len(o_grads) == len(r_grads)
+    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
+        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    return calls
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
 @pytest.mark.parametrize("cell", list(MODULES))
 def test_module_without_input_grad(cell, cfg):
@@ -87,11 +99,7 @@ def test_module_without_input_grad(cell, cfg):
     def state():
         return torch.randn(states, B, H, generator=gen, dtype=torch.float64).requires_grad_()
     hx = (state(), state()) if cell == "lstm" else state()
-    r_outs, r_grads = _run(ref, x, hx)
-    with BackwardCalls() as calls:
-        o_outs, o_grads = _run(ours, x, hx)
-    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
-        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    calls = _compare_runs(ref, ours, x, hx)
     # Layer 0 (each direction) reads the data, which needs no gradient; deeper layers read
     # the layer below, whose dx they must return.
     dirs = 2 if ref.bidirectional else 1
@@ -103,11 +111,7 @@ def test_lstm_projection_without_input_grad():
     x = torch.randn(T, B, I, dtype=torch.float64)
     hx = (torch.randn(1, B, 3, dtype=torch.float64, requires_grad=True),
           torch.randn(1, B, H, dtype=torch.float64, requires_grad=True))
-    r_outs, r_grads = _run(ref, x, hx)
-    with BackwardCalls() as calls:
-        o_outs, o_grads = _run(ours, x, hx)
-    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
-        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    calls = _compare_runs(ref, ours, x, hx)
     assert calls.need_dx == [False]
 
 
@@ -174,12 +178,7 @@ def test_module_with_frozen_weights(cell, input_grad, frozen):
     def state():
         return torch.randn(4, B, H, generator=gen, dtype=torch.float64).requires_grad_()
     hx = (state(), state()) if cell == "lstm" else state()
-    r_outs, r_grads = _run(ref, x, hx)
-    with BackwardCalls() as calls:
-        o_outs, o_grads = _run(ours, x, hx)
-    assert len(o_grads) == len(r_grads)
-    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
-        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    calls = _compare_runs(ref, ours, x, hx)
     # Frozen weights: no layer computes weight gradients; frozen biases only: all do (the
     # weights' share the same pass). dx: all but layer 0 unless the input needs one.
     need_dw = frozen == "biases"
@@ -206,11 +205,6 @@ def test_initial_state_gradients_only_when_wanted(cell, hx_mode):
           "grad": (state(True), state(True)), "c0-only": (state(False), state(True))}[hx_mode]
     if hx is not None and cell != "lstm":
         hx = hx[0]
-    r_outs, r_grads = _run(ref, x, hx)
-    with BackwardCalls() as calls:
-        o_outs, o_grads = _run(ours, x, hx)
-    assert len(o_grads) == len(r_grads)
-    for a, b in zip(r_outs + list(r_grads), o_outs + list(o_grads)):
-        torch.testing.assert_close(b, a, **TOL[torch.float64])
+    calls = _compare_runs(ref, ours, x, hx)
     assert calls.need_dh0 == [hx_mode in ("grad", "c0-only")] * 4
 
