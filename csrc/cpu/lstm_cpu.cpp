@@ -107,9 +107,9 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
                                 const S* w_hh, const S* w_hr, const int64_t* len,
                                 const std::vector<int64_t>& rows, bool reverse, bool has_bias,
                                 bool need_dw, bool need_dh0, const S* gates, const S* hs,
-                                const S* cs,
-                                const S* h_raw, S* dh, S* dc, S* dgates, S* dr, S* dh_raw, S* dx,
-                                S* dw_ih, S* dw_hh, S* dw_hr, const at::TensorOptions& opts) {
+                                const S* cs, const S* h_raw, S* dh, S* dc, S* dgates, S* dr,
+                                S* dh_raw, S* dx, S* dw_ih, S* dw_hh, S* dw_hr,
+                                const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
   // A tile owns hidden units [lo, hi) and state columns outs of unit block u (the same

@@ -73,8 +73,8 @@ template <typename S, bool kRelu>
 at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
                                bool reverse, bool has_bias, bool need_dw, bool need_dh0,
-                               const S* hs, S* dh,
-                               S* da, S* dx, S* dw_ih, S* dw_hh, const at::TensorOptions& opts) {
+                               const S* hs, S* dh, S* da, S* dx, S* dw_ih, S* dw_hh,
+                               const at::TensorOptions& opts) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
   // its batch rows [b0, b1).
