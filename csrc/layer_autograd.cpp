@@ -11,6 +11,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -100,12 +101,6 @@ std::vector<bool> needs_per_argument(const AutogradContext* ctx,
   return needs;
 }
 
-bool wanted_none(const std::vector<bool>& needs) {
-  for (bool need : needs)
-    if (need) return false;
-  return true;
-}
-
 // The backward under create_graph=True, which must itself be differentiable; the fused
 // backward is not. Runs the forward op once more through its own autograd layer, whose
 // backward re-runs the layer as differentiable torch ops when grad mode is on
@@ -114,12 +109,13 @@ bool wanted_none(const std::vector<bool>& needs) {
 variable_list differentiable_grads(const c10::OperatorHandle& forward_op,
                                    const std::vector<c10::IValue>& args,
                                    const std::vector<bool>& needs, const variable_list& grads) {
+  const bool wanted_none = std::none_of(needs.begin(), needs.end(), [](bool n) { return n; });
   torch::jit::Stack stack(args);
   forward_op.callBoxed(&stack);
   variable_list outputs, output_grads;
   for (size_t i = 0; i < grads.size(); ++i) {
     const Tensor& out = stack[i].toTensor();
-    TORCH_CHECK(!grads[i].defined() || out.requires_grad() || wanted_none(needs),
+    TORCH_CHECK(!grads[i].defined() || out.requires_grad() || wanted_none,
                 "fused_rnn: ", forward_op.schema().name(),
                 " has no autograd layer to differentiate its backward through (import fused_rnn, "
                 "whose ops.py registers it)");

@@ -76,17 +76,9 @@ class Sequence:
     unbatched: bool
     batch_first: bool
 
-    @property
-    def packed(self):
-        return self.batch_sizes is not None
-
-    @property
-    def batch(self):
-        return self.x.shape[1]
-
     def output(self, y):
         """y [T, B, F] time-major → the output form torch.nn would return."""
-        if self.batch_sizes is not None:  # packed
+        if self.batch_sizes is not None:  # a PackedSequence came in
             data = _Gather.apply(y.reshape(-1, y.shape[2]), self.flat_index)
             return PackedSequence(data, self.batch_sizes, self.sorted_indices,
                                   self.unsorted_indices)

@@ -66,13 +66,12 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         of zeros L*D times."""
         L = self.num_layers * (2 if self.bidirectional else 1)
         ref = seq.x
+        B = ref.shape[1]
         if hx is None:
             # One [B, F] of zeros that every layer reads (the ops never write their
             # arguments), not [L*D, B, F] and a view of it per layer (~3 us).
-            B = ref.shape[1]
             return tuple([ref.new_zeros(B, f)] * L for f in self.state_sizes())
         name = type(self).__name__
-        B = seq.batch
         shapes = [(L, B, f) for f in self.state_sizes()]
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != len(shapes):
