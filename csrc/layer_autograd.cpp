@@ -6,6 +6,8 @@
 // engine's call back into Python and the saved tensors' unpacking in backward. Where no
 // gradient is wanted it is the forward op below the autograd layer, without Python's guard
 // for that (~3 us of a ~30 us one-step call) or the Function's bookkeeping (~1 us).
+#include "layer_autograd.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -291,8 +293,6 @@ struct FusedRnnLayer : torch::autograd::Function<FusedRnnLayer> {
   }
 };
 
-namespace {
-
 Tensors3 lstm_layer_autograd(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                              const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
                              const Tensor& h0, const Tensor& c0, const OptTensor& lengths,
@@ -336,8 +336,6 @@ std::tuple<Tensor, Tensor> rnn_layer_autograd(const Tensor& x, const Tensor& w_i
       FusedRnnLayer::apply(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, relu);
   return {out[0], out[1]};
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(fused_rnn, CompositeImplicitAutograd, m) {
   m.impl("lstm_layer_autograd", &lstm_layer_autograd);

@@ -145,6 +145,13 @@ TORCH_LIBRARY(fused_rnn, m) {
   m.def(
       "rnn_layer_autograd(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor h0, Tensor? lengths, bool reverse, bool relu) -> (Tensor, Tensor)");
+  // A module's whole forward for plain tensor input (module_forward.cpp): the eager route
+  // of fused_rnn/rnn_base.py's forward, which passes its configuration. Returns [] where
+  // that forward's Python route must run instead. Not for direct use.
+  m.def(
+      "module_forward(str mode, Tensor input, Tensor[] hx, Tensor?[] weights, int num_layers, "
+      "bool bidirectional, bool batch_first, float dropout, bool train, int input_size, "
+      "int hidden_size, int proj_size) -> Tensor[]");
   m.def("build_info() -> str", &build_info);
   m.def(
       "cpu_team_plan(int B, int H, int align, int weight_bytes, Tensor? lengths=None, "

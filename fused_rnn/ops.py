@@ -10,6 +10,7 @@ transforms; see _call).
 import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch._C._functorch import TransformType as _TransformType
+from torch._C._functorch import peek_interpreter_stack as _peek_interpreter
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters as _interpreters
 
 from . import _extension  # noqa: F401  (loads the library that defines the ops)
@@ -88,6 +89,18 @@ def _call(op, *args):
     if interpreters or torch.jit.is_tracing() or torch.is_autocast_enabled("cuda"):
         return op(*args)
     return _EAGER_TWINS[op](*args)
+
+
+def module_route_open():
+    """Whether a module call may go to fused_rnn::module_forward (rnn_base.py): _call's
+    checks that must be made before calling an op, cheapest first (~0.1 us each; the op
+    itself declines under CUDA autocast). Under torch.compile, forward-mode AD, a torch.func
+    transform or torch.jit.trace the module runs layer by layer through _call."""
+    return not (torch.compiler.is_compiling() or _forward_ad._current_level >= 0
+                or _peek_interpreter() is not None or torch._C._get_tracing_state() is not None)
+
+
+module_forward = _ops.module_forward.default
 
 
 # forward op -> its eager twin (.default: one overload lookup less per call)

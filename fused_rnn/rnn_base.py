@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ._extension import check_device
 from ._no_script import NotScriptable
 from ._sequence import to_sequence
+from .ops import module_forward, module_route_open
 
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
@@ -29,34 +30,34 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         raise NotImplementedError
 
     def run_layer(self, x, weights, state, lengths, reverse):
-        """One layer, one direction: x [T, B, I], weights (layer_weights), state sequence of
+        """One layer, one direction: x [T, B, I], weights (5 of flat_layer_weights), state sequence of
         [B, F] → (y [T, B, F_out], final state tuple)."""
         raise NotImplementedError
 
-    def layer_weights(self, layer, direction):
-        """(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of one (layer, direction), as
-        in _ROLES, each a parameter or None (a tuple: a dict cost ~1 us more per call)."""
+    def flat_layer_weights(self):
+        """Every (layer, direction)'s (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr), as
+        in _ROLES, in one flat list: k = layer * D + direction's at [5k, 5k + 5), each a
+        parameter or None."""
         # Which parameter name plays each role, worked out once (a streaming call of one
         # step spent ~5 us here); the parameters themselves are looked up on every call,
         # as torch.nn does, so that reassigned or reparametrized weights are seen.
-        roles = self.__dict__.get("_layer_weight_names")
-        if roles is None:
-            roles = []
-            for names in self._all_weights:
-                found = {name.split("_l")[0]: name for name in names}
-                roles.append(tuple(found.get(role) for role in _ROLES))
-            self.__dict__["_layer_weight_names"] = roles
-        k = layer * (2 if self.bidirectional else 1) + direction
+        names = self.__dict__.get("_weight_names")
+        if names is None:
+            names = []
+            for layer_names in self._all_weights:
+                found = {name.split("_l")[0]: name for name in layer_names}
+                names.extend(found.get(role) for role in _ROLES)
+            self.__dict__["_weight_names"] = names
         # From _parameters where a parameter is (getattr's way there, Module.__getattr__,
         # cost ~1 us each); from getattr where it is not: a reparametrized weight, or a
         # DataParallel replica's, lives on the class or in __dict__, which getattr would
         # have found first.
         params = self._parameters
         weights = []
-        for name in roles[k]:
+        for name in names:
             w = None if name is None else params.get(name)
             weights.append(getattr(self, name) if w is None and name is not None else w)
-        return tuple(weights)
+        return weights
 
     # --------------------------------------------------------------- states
 
@@ -116,11 +117,34 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
     # --------------------------------------------------------------- forward
 
     def forward(self, input, hx=None):
+        # Plain tensors in eager mode: the whole forward in one C++ call, which declines
+        # (returns []) wherever the Python route below must run or raise an error.
+        if type(input) is torch.Tensor and module_route_open():
+            if hx is None:
+                states = ()
+            elif type(hx) is torch.Tensor:
+                states = (hx,)
+            elif (type(hx) is tuple and len(hx) == 2 and type(hx[0]) is torch.Tensor
+                  and type(hx[1]) is torch.Tensor):
+                states = hx
+            else:
+                states = None
+            if states is not None:
+                out = module_forward(self.mode, input, states, self.flat_layer_weights(),
+                                     self.num_layers, self.bidirectional, self.batch_first,
+                                     self.dropout, self.training, self.input_size,
+                                     self.hidden_size, self.proj_size)
+                if out:
+                    return out[0], out[1] if len(out) == 2 else (out[1], out[2])
+        return self._forward_python(input, hx)
+
+    def _forward_python(self, input, hx):
+        """forward for every input and mode: layer by layer through the layer ops."""
         name = type(self).__name__
         seq = to_sequence(name, input, self.batch_first, self.input_size)
         x = seq.x
-        first = self.layer_weights(0, 0)
-        self._check_weights(x, first[0])
+        weights = self.flat_layer_weights()
+        self._check_weights(x, weights[0])
         if x.shape[0] == 0:  # as torch.nn does
             raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
         states = self._initial_states(seq, hx)
@@ -131,8 +155,8 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
             outs = []
             for direction in range(D):
                 k = layer * D + direction
-                weights = first if k == 0 else self.layer_weights(layer, direction)
-                y, final = self.run_layer(layer_in, weights, [s[k] for s in states],
+                y, final = self.run_layer(layer_in, weights[5 * k:5 * k + 5],
+                                          [s[k] for s in states],
                                           seq.lengths, reverse=direction == 1)
                 outs.append(y)
                 finals.append(final)

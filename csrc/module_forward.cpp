@@ -1,0 +1,162 @@
+// A module's whole forward in one call (fused_rnn::module_forward): the eager route of
+// fused_rnn.LSTM/GRU/RNN for plain tensor input. fused_rnn/rnn_base.py's forward does the
+// same in Python (layers, directions, states, dropout, input forms) and stays the route for
+// everything this one declines: it returns no tensors, before any work, wherever the
+// Python route would raise an error or must run (PackedSequence input is not passed here;
+// symbolic shapes, CUDA autocast, a device our kernels were not built for, any argument
+// that is not what the module expects). The Python route then runs and raises its errors,
+// so they are written once. Why: on a one-step call (B = 1, H = 128) the Python around the
+// layer op cost as much as the op (benchmarks/NOTES.md, session 17).
+#include "layer_autograd.h"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/library.h>
+
+#include <string_view>
+#include <vector>
+
+namespace fused_rnn {
+
+using at::Tensor;
+
+namespace {
+
+enum class Cell { lstm, gru, rnn_tanh, rnn_relu };
+
+// Weights per (layer, direction) in the flat list, in RNNBase's roles:
+// w_ih, w_hh, b_ih, b_hh, w_hr (absent ones None).
+constexpr int64_t kRoles = 5;
+
+bool parse_mode(std::string_view mode, Cell* cell) {
+  if (mode == "LSTM") *cell = Cell::lstm;
+  else if (mode == "GRU") *cell = Cell::gru;
+  else if (mode == "RNN_TANH") *cell = Cell::rnn_tanh;
+  else if (mode == "RNN_RELU") *cell = Cell::rnn_relu;
+  else return false;
+  return true;
+}
+
+bool kernels_for(const at::Device& device) {
+#ifdef FUSED_RNN_WITH_CUDA
+  if (device.is_cuda()) return true;
+#endif
+  return device.is_cpu();
+}
+
+// Whether a tensor is what the Python route would accept without an error: the input's
+// dtype and device, and the sizes given (-1: any).
+bool matches(const Tensor& t, const Tensor& like, at::IntArrayRef sizes) {
+  return !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() && t.dtype() == like.dtype() &&
+         t.device() == like.device() && t.sizes() == sizes;
+}
+
+}  // namespace
+
+// mode: RNNBase.mode; input: [T, B, I] ([B, T, I] if batch_first) or unbatched [T, I];
+// hx: empty, or one tensor per state ([L*D, B, F] or unbatched [L*D, F]; LSTM: h_0 with
+// F = proj_size or hidden_size, then c_0 with F = hidden_size); weights: kRoles per
+// (layer, direction), k = layer * D + direction. Returns [output, h_n] or
+// [output, h_n, c_n] in the module's forms, or [] where the Python route must run.
+std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& input,
+                                   at::TensorList hx,
+                                   const c10::List<std::optional<Tensor>>& weights,
+                                   int64_t num_layers, bool bidirectional, bool batch_first,
+                                   double dropout, bool train, int64_t input_size,
+                                   int64_t hidden_size, int64_t proj_size) {
+  Cell cell;
+  const int64_t D = bidirectional ? 2 : 1, L = num_layers * D;
+  if (!parse_mode(std::string_view(mode_name.data(), mode_name.size()), &cell) ||
+      static_cast<int64_t>(weights.size()) != L * kRoles || L < 1)
+    return {};
+  // Under CUDA autocast the ops' own autograd layer must save what autocast cast
+  // (fused_rnn/ops.py, _call).
+  if (at::autocast::is_autocast_enabled(at::kCUDA)) return {};
+  if (input.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) return {};
+  const int64_t dim = input.dim();
+  if ((dim != 2 && dim != 3) || !input.is_floating_point() || input.size(-1) != input_size ||
+      !kernels_for(input.device()))
+    return {};
+  const std::optional<Tensor> first = weights.get(0);
+  if (!first.has_value() || first->dtype() != input.dtype() ||
+      first->device() != input.device())
+    return {};
+  const bool unbatched = dim == 2;
+  const Tensor x = unbatched ? input.unsqueeze(1) : batch_first ? input.transpose(0, 1) : input;
+  if (x.size(0) == 0) return {};
+  const int64_t B = x.size(1);
+
+  // State sizes F, as the module's configuration gives them (as the Python route's).
+  const std::vector<int64_t> features =
+      cell == Cell::lstm ? std::vector<int64_t>{proj_size > 0 ? proj_size : hidden_size, hidden_size}
+                         : std::vector<int64_t>{hidden_size};
+  std::vector<Tensor> states;  // per state: [L*D, B, F], or one [B, F] of zeros
+  if (hx.empty()) {
+    // One [B, F] of zeros that every layer reads: the ops never write their arguments.
+    for (int64_t f : features) states.push_back(at::zeros({B, f}, x.options()));
+  } else {
+    if (hx.size() != features.size()) return {};
+    for (size_t s = 0; s < hx.size(); ++s) {
+      const std::vector<int64_t> want = unbatched ? std::vector<int64_t>{L, features[s]}
+                                                  : std::vector<int64_t>{L, B, features[s]};
+      if (!matches(hx[s], input, want)) return {};
+      states.push_back(unbatched ? hx[s].unsqueeze(1) : hx[s]);
+    }
+  }
+  // State s's initial value for (layer, direction) k.
+  const auto initial = [&](size_t s, int64_t k) {
+    return hx.empty() ? states[s] : states[s].select(0, k);
+  };
+
+  std::vector<std::vector<Tensor>> finals(states.size());  // per state, per (layer, direction)
+  Tensor layer_in = x;
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    std::vector<Tensor> outs;
+    for (int64_t direction = 0; direction < D; ++direction) {
+      const int64_t k = layer * D + direction;
+      const auto w = [&](int64_t role) -> std::optional<Tensor> { return weights.get(k * kRoles + role); };
+      const std::optional<Tensor> w_ih = w(0), w_hh = w(1);
+      if (!w_ih.has_value() || !w_hh.has_value()) return {};
+      const bool reverse = direction == 1;
+      Tensor y;
+      if (cell == Cell::lstm) {
+        auto [out, h_n, c_n] = lstm_layer_autograd(layer_in, *w_ih, *w_hh, w(2), w(3), w(4),
+                                                   initial(0, k), initial(1, k), std::nullopt, reverse);
+        y = out;
+        finals[0].push_back(h_n);
+        finals[1].push_back(c_n);
+      } else if (cell == Cell::gru) {
+        auto [out, h_n] = gru_layer_autograd(layer_in, *w_ih, *w_hh, w(2), w(3),
+                                             initial(0, k), std::nullopt, reverse);
+        y = out;
+        finals[0].push_back(h_n);
+      } else {
+        auto [out, h_n] =
+            rnn_layer_autograd(layer_in, *w_ih, *w_hh, w(2), w(3), initial(0, k),
+                               std::nullopt, reverse, cell == Cell::rnn_relu);
+        y = out;
+        finals[0].push_back(h_n);
+      }
+      outs.push_back(y);
+    }
+    layer_in = D == 1 ? outs[0] : at::cat(outs, 2);
+    if (dropout > 0 && train && layer < num_layers - 1) layer_in = at::dropout(layer_in, dropout, true);
+  }
+
+  std::vector<Tensor> result;
+  result.push_back(unbatched ? layer_in.squeeze(1)
+                   : batch_first ? layer_in.transpose(0, 1)
+                                 : layer_in);
+  for (const auto& per_layer : finals) {
+    // One (layer, direction): a view instead of a stack's copy.
+    const Tensor h = per_layer.size() == 1 ? per_layer[0].unsqueeze(0) : at::stack(per_layer, 0);
+    result.push_back(unbatched ? h.squeeze(1) : h);
+  }
+  return result;
+}
+
+TORCH_LIBRARY_IMPL(fused_rnn, CompositeImplicitAutograd, m) {
+  m.impl("module_forward", &module_forward);
+}
+
+}  // namespace fused_rnn
