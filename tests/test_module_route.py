@@ -1,0 +1,177 @@
+"""A module call on plain tensors runs its whole forward in one C++ call
+(fused_rnn::module_forward, csrc/module_forward.cpp); everything else runs the module's
+Python route (rnn_base.py, _forward_python), layer by layer. Both routes give the same
+outputs, final states and gradients bit for bit, and the C++ route declines (returns no
+tensors, before any work) wherever the Python route must run or raise its error."""
+import pytest
+import torch
+
+import fused_rnn
+from fused_rnn import rnn_base
+from _parity import run
+
+module_forward = torch.ops.fused_rnn.module_forward.default
+
+MODULES = {
+    "lstm": (fused_rnn.LSTM, {}),
+    "lstm_proj": (fused_rnn.LSTM, {"proj_size": 3}),
+    "gru": (fused_rnn.GRU, {}),
+    "rnn_tanh": (fused_rnn.RNN, {}),
+    "rnn_relu": (fused_rnn.RNN, {"nonlinearity": "relu"}),
+}
+CONFIGS = [
+    dict(),
+    dict(num_layers=2, bidirectional=True),
+    dict(num_layers=3, dropout=0.5),
+    dict(bias=False, batch_first=True),
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+]
+T, B, I, H = 5, 3, 4, 6
+
+
+def _module(name, config, dtype=torch.float64):
+    cls, extra = MODULES[name]
+    torch.manual_seed(0)
+    return cls(I, H, **extra, **config, dtype=dtype)
+
+
+def _inputs(module, unbatched, with_hx, dtype=torch.float64):
+    torch.manual_seed(1)
+    shape = (T, I) if unbatched else (B, T, I) if module.batch_first else (T, B, I)
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    if not with_hx:
+        return x, None
+    L = module.num_layers * (2 if module.bidirectional else 1)
+    sizes = (module.proj_size or H, H) if isinstance(module, fused_rnn.LSTM) else (H,)
+    hx = tuple(torch.randn((L, f) if unbatched else (L, B, f), dtype=dtype, requires_grad=True)
+               for f in sizes)
+    return x, hx if len(hx) == 2 else hx[0]
+
+
+class _Calls:
+    """Wraps rnn_base.module_forward: how many calls, and how many it declined."""
+
+    def __init__(self):
+        self.calls = self.declined = 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        out = module_forward(*args)
+        self.declined += not out
+        return out
+
+
+def _run_route(module, x, hx, cpp, monkeypatch):
+    with monkeypatch.context() as m:
+        calls = _Calls()
+        m.setattr(rnn_base, "module_forward", calls)
+        if not cpp:
+            m.setattr(rnn_base, "module_route_open", lambda: False)
+        torch.manual_seed(2)  # the same dropout masks on both routes
+        outs, grads = run(module, x, hx)
+    return outs, grads, calls
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()) or "plain")
+@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
+def test_routes_agree_bitwise(name, config, unbatched, with_hx, monkeypatch):
+    module = _module(name, config)
+    x, hx = _inputs(module, unbatched, with_hx)
+    cpp_outs, cpp_grads, cpp_calls = _run_route(module, x, hx, True, monkeypatch)
+    py_outs, py_grads, py_calls = _run_route(module, x, hx, False, monkeypatch)
+    assert (cpp_calls.calls, cpp_calls.declined) == (1, 0), "the C++ route was not taken"
+    assert py_calls.calls == 0
+    assert len(cpp_outs) == len(py_outs)
+    for a, b in zip(cpp_outs, py_outs):
+        assert a.shape == b.shape and a.stride() == b.stride()
+        assert torch.equal(a, b)
+    assert len(cpp_grads) == len(py_grads)
+    for a, b in zip(cpp_grads, py_grads):
+        assert (a is None) == (b is None)
+        assert a is None or torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_routes_agree_without_grad_and_in_eval(name, monkeypatch):
+    module = _module(name, dict(num_layers=2, dropout=0.3)).eval()
+    x, hx = _inputs(module, False, True)
+    with torch.no_grad():
+        cpp = module(x, hx)
+        with monkeypatch.context() as m:
+            m.setattr(rnn_base, "module_route_open", lambda: False)
+            py = module(x, hx)
+    cpp_flat = [cpp[0], *(cpp[1] if isinstance(cpp[1], tuple) else (cpp[1],))]
+    py_flat = [py[0], *(py[1] if isinstance(py[1], tuple) else (py[1],))]
+    for a, b in zip(cpp_flat, py_flat):
+        assert a.grad_fn is None and torch.equal(a, b)
+
+
+def _declined_cases():
+    """(name, module config, input, hx) that the Python route rejects or must run."""
+    f64 = dict(dtype=torch.float64)
+    x = torch.randn(T, B, I, **f64)
+    h = torch.randn(1, B, H, **f64)
+    return [
+        ("4-D input", {}, torch.randn(1, T, B, I, **f64), None),
+        ("integer input", {}, torch.ones(T, B, I, dtype=torch.int64), None),
+        ("input size", {}, torch.randn(T, B, I + 1, **f64), None),
+        ("empty sequence", {}, torch.randn(0, B, I, **f64), None),
+        ("dtype against weights", {}, x.float(), None),
+        ("hx batch", {}, x, torch.randn(1, B + 1, H, **f64)),
+        ("hx layers", {}, x, torch.randn(2, B, H, **f64)),
+        ("hx 2-D for batched input", {}, x, h[0]),
+        ("hx dtype", {}, x, h.float()),
+        ("hx count", {}, x, (h, h, h)),
+        ("meta device", {}, x.to("meta"), None),
+    ]
+
+
+@pytest.mark.parametrize("case", _declined_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_cpp_route_declines_what_the_python_route_handles(name, case):
+    _, config, x, hx = case
+    module = _module(name, config)
+    if name == "lstm" and isinstance(hx, torch.Tensor):
+        hx = (hx, hx)
+    states = () if hx is None else hx if isinstance(hx, tuple) else (hx,)
+    args = (module.mode, x, states, module.flat_layer_weights(), module.num_layers,
+            module.bidirectional, module.batch_first, module.dropout, module.training,
+            module.input_size, module.hidden_size, module.proj_size)
+    if x.device.type == "meta":
+        module = module.to("meta")
+        args = (*args[:3], module.flat_layer_weights(), *args[4:])
+    assert module_forward(*args) == []
+
+
+def test_cpp_route_declines_under_transforms_and_tracing(monkeypatch):
+    """The Python checks (module_route_open) keep the C++ route out of torch.func, forward
+    AD and torch.jit.trace; their results still match torch.nn's (test_func_transforms.py)."""
+    module = _module("gru", {})
+    x, _ = _inputs(module, False, False)
+    calls = _Calls()
+    monkeypatch.setattr(rnn_base, "module_forward", calls)
+    torch.func.vmap(lambda xb: module(xb)[0], in_dims=1, out_dims=1)(x)
+    with torch.autograd.forward_ad.dual_level():
+        module(torch.autograd.forward_ad.make_dual(x.detach(), torch.ones_like(x)))
+    torch.jit.trace(module, (x.detach(),), check_trace=False)
+    assert calls.calls == 0
+    module(x)
+    assert calls.calls == 1
+
+
+def test_cpp_route_sees_reparametrized_weights():
+    """flat_layer_weights reads the module's current weights, as the Python route did."""
+    module = _module("gru", {})
+    x, _ = _inputs(module, False, False)
+    before = module(x)[0]
+    torch.nn.utils.parametrize.register_parametrization(module, "weight_hh_l0", _Double())
+    after = module(x)[0]
+    expect = module._forward_python(x, None)[0]
+    assert not torch.equal(before, after) and torch.equal(after, expect)
+
+
+class _Double(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
