@@ -155,8 +155,32 @@ std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& inp
   return result;
 }
 
+// A cell's step (fused_rnn.LSTMCell/GRUCell/RNNCell) as a one-layer module's over one time
+// step: input [B, I] as [1, B, I] (unbatched [I] as [1, I]), each state [B, H] as [1, B, H]
+// ([H] as [1, H]). weights: kRoles. Returns the new states in the cell's form, or [] where
+// the cell's Python route must run.
+std::vector<Tensor> cell_forward(c10::string_view mode, const Tensor& input, at::TensorList hx,
+                                 const c10::List<std::optional<Tensor>>& weights,
+                                 int64_t input_size, int64_t hidden_size) {
+  const int64_t dim = input.dim();
+  if (dim != 1 && dim != 2) return {};
+  std::vector<Tensor> states;
+  for (const Tensor& h : hx) {
+    if (h.dim() != dim) return {};
+    states.push_back(h.unsqueeze(0));
+  }
+  const std::vector<Tensor> out =
+      module_forward(mode, input.unsqueeze(0), states, weights, /*num_layers=*/1,
+                     /*bidirectional=*/false, /*batch_first=*/false, /*dropout=*/0,
+                     /*train=*/false, input_size, hidden_size, /*proj_size=*/0);
+  std::vector<Tensor> result;
+  for (size_t s = 1; s < out.size(); ++s) result.push_back(out[s].squeeze(0));
+  return result;
+}
+
 TORCH_LIBRARY_IMPL(fused_rnn, CompositeImplicitAutograd, m) {
   m.impl("module_forward", &module_forward);
+  m.impl("cell_forward", &cell_forward);
 }
 
 }  // namespace fused_rnn

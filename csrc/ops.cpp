@@ -152,6 +152,10 @@ TORCH_LIBRARY(fused_rnn, m) {
       "module_forward(str mode, Tensor input, Tensor[] hx, Tensor?[] weights, int num_layers, "
       "bool bidirectional, bool batch_first, float dropout, bool train, int input_size, "
       "int hidden_size, int proj_size) -> Tensor[]");
+  // A cell's step (fused_rnn.LSTMCell/GRUCell/RNNCell) likewise: the new states, or [].
+  m.def(
+      "cell_forward(str mode, Tensor input, Tensor[] hx, Tensor?[] weights, int input_size, "
+      "int hidden_size) -> Tensor[]");
   m.def("build_info() -> str", &build_info);
   m.def(
       "cpu_team_plan(int B, int H, int align, int weight_bytes, Tensor? lengths=None, "

@@ -9,7 +9,23 @@ import torch
 
 from ._extension import check_device
 from ._no_script import NotScriptable
-from .ops import gru_layer, lstm_layer
+from .ops import cell_forward, gru_layer, lstm_layer, module_route_open, state_tuple
+from .rnn_base import current_weights
+
+_CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", None)  # rnn_base._ROLES
+
+
+def cell_step(cell, mode, input, hx):
+    """A cell's step in one C++ call (fused_rnn::cell_forward, csrc/module_forward.cpp) for
+    plain tensors in eager mode: the new states, or [] where the cell's Python route must
+    run (and raise its errors). Its Python cost as much as a small step (B = 1, H = 128)."""
+    if type(input) is not torch.Tensor or not module_route_open():
+        return []
+    states = state_tuple(hx)
+    if states is None:
+        return []
+    return cell_forward(mode, input, states, current_weights(cell, _CELL_WEIGHTS),
+                        cell.input_size, cell.hidden_size)
 
 
 class _FusedCellBase(NotScriptable, torch.nn.RNNCellBase):
@@ -63,6 +79,9 @@ class LSTMCell(_FusedCellBase):
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
 
     def forward(self, input, hx=None):
+        out = cell_step(self, "LSTM", input, hx)
+        if out:
+            return out[0], out[1]
         if hx is None:
             hx = (None, None)
         elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -81,6 +100,9 @@ class GRUCell(_FusedCellBase):
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
 
     def forward(self, input, hx=None):
+        out = cell_step(self, "GRU", input, hx)
+        if out:
+            return out[0]
         x, (h0,), batched = self._batched(input, [("hx", hx)])
         _, h = gru_layer(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, h0)
         return h if batched else h.squeeze(0)

@@ -100,7 +100,21 @@ def module_route_open():
                 or _peek_interpreter() is not None or torch._C._get_tracing_state() is not None)
 
 
+def state_tuple(hx):
+    """hx as the tuple of tensors module_forward and cell_forward take (() for None), or
+    None where the Python route must handle it (anything but a tensor or two)."""
+    if hx is None:
+        return ()
+    if type(hx) is torch.Tensor:
+        return (hx,)
+    if (type(hx) is tuple and len(hx) == 2 and type(hx[0]) is torch.Tensor
+            and type(hx[1]) is torch.Tensor):
+        return hx
+    return None
+
+
 module_forward = _ops.module_forward.default
+cell_forward = _ops.cell_forward.default
 
 
 # forward op -> its eager twin (.default: one overload lookup less per call)

@@ -12,9 +12,23 @@ import torch.nn.functional as F
 from ._extension import check_device
 from ._no_script import NotScriptable
 from ._sequence import to_sequence
-from .ops import module_forward, module_route_open
+from .ops import module_forward, module_route_open, state_tuple
 
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+def current_weights(module, names):
+    """The module's tensors of these names, in order (None where a name is None)."""
+    # From _parameters where a parameter is (getattr's way there, Module.__getattr__,
+    # cost ~1 us each); from getattr where it is not: a reparametrized weight, or a
+    # DataParallel replica's, lives on the class or in __dict__, which getattr would
+    # have found first.
+    params = module._parameters
+    weights = []
+    for name in names:
+        w = None if name is None else params.get(name)
+        weights.append(getattr(module, name) if w is None and name is not None else w)
+    return weights
 
 
 class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
@@ -30,8 +44,8 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         raise NotImplementedError
 
     def run_layer(self, x, weights, state, lengths, reverse):
-        """One layer, one direction: x [T, B, I], weights (5 of flat_layer_weights), state sequence of
-        [B, F] → (y [T, B, F_out], final state tuple)."""
+        """One layer, one direction: x [T, B, I], weights (5 of flat_layer_weights), state
+        sequence of [B, F] → (y [T, B, F_out], final state tuple)."""
         raise NotImplementedError
 
     def flat_layer_weights(self):
@@ -48,16 +62,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
                 found = {name.split("_l")[0]: name for name in layer_names}
                 names.extend(found.get(role) for role in _ROLES)
             self.__dict__["_weight_names"] = names
-        # From _parameters where a parameter is (getattr's way there, Module.__getattr__,
-        # cost ~1 us each); from getattr where it is not: a reparametrized weight, or a
-        # DataParallel replica's, lives on the class or in __dict__, which getattr would
-        # have found first.
-        params = self._parameters
-        weights = []
-        for name in names:
-            w = None if name is None else params.get(name)
-            weights.append(getattr(self, name) if w is None and name is not None else w)
-        return weights
+        return current_weights(self, names)
 
     # --------------------------------------------------------------- states
 
@@ -120,15 +125,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         # Plain tensors in eager mode: the whole forward in one C++ call, which declines
         # (returns []) wherever the Python route below must run or raise an error.
         if type(input) is torch.Tensor and module_route_open():
-            if hx is None:
-                states = ()
-            elif type(hx) is torch.Tensor:
-                states = (hx,)
-            elif (type(hx) is tuple and len(hx) == 2 and type(hx[0]) is torch.Tensor
-                  and type(hx[1]) is torch.Tensor):
-                states = hx
-            else:
-                states = None
+            states = state_tuple(hx)
             if states is not None:
                 out = module_forward(self.mode, input, states, self.flat_layer_weights(),
                                      self.num_layers, self.bidirectional, self.batch_first,

@@ -2,7 +2,10 @@
 import torch
 
 from ._no_script import NotScriptable
+from .cells import cell_step
 from .ops import rnn_layer
+
+_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
 
 
 class RNNCell(NotScriptable, torch.nn.RNNCellBase):
@@ -23,6 +26,11 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
+        mode = _MODES.get(self.nonlinearity)
+        if mode is not None:
+            out = cell_step(self, mode, input, hx)
+            if out:
+                return out[0]
         # torch.nn.RNNCell's checks, in its order and with its exception types.
         if input.dim() not in (1, 2):
             raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fused_rnn
-from fused_rnn import rnn_base
+from fused_rnn import cells, rnn_base
 from _parity import run
 
 module_forward = torch.ops.fused_rnn.module_forward.default
@@ -49,21 +49,22 @@ def _inputs(module, unbatched, with_hx, dtype=torch.float64):
 
 
 class _Calls:
-    """Wraps rnn_base.module_forward: how many calls, and how many it declined."""
+    """Wraps module_forward or cell_forward: how many calls, and how many it declined."""
 
-    def __init__(self):
+    def __init__(self, op):
+        self.op = op
         self.calls = self.declined = 0
 
     def __call__(self, *args):
         self.calls += 1
-        out = module_forward(*args)
+        out = self.op(*args)
         self.declined += not out
         return out
 
 
 def _run_route(module, x, hx, cpp, monkeypatch):
     with monkeypatch.context() as m:
-        calls = _Calls()
+        calls = _Calls(module_forward)
         m.setattr(rnn_base, "module_forward", calls)
         if not cpp:
             m.setattr(rnn_base, "module_route_open", lambda: False)
@@ -150,7 +151,7 @@ def test_cpp_route_declines_under_transforms_and_tracing(monkeypatch):
     AD and torch.jit.trace; their results still match torch.nn's (test_func_transforms.py)."""
     module = _module("gru", {})
     x, _ = _inputs(module, False, False)
-    calls = _Calls()
+    calls = _Calls(module_forward)
     monkeypatch.setattr(rnn_base, "module_forward", calls)
     torch.func.vmap(lambda xb: module(xb)[0], in_dims=1, out_dims=1)(x)
     with torch.autograd.forward_ad.dual_level():
@@ -175,3 +176,91 @@ def test_cpp_route_sees_reparametrized_weights():
 class _Double(torch.nn.Module):
     def forward(self, w):
         return 2 * w
+
+
+# ----------------------------------------------------------------------------- cells
+
+cell_forward = torch.ops.fused_rnn.cell_forward.default
+
+CELLS = {
+    "lstm": (fused_rnn.LSTMCell, {}),
+    "gru": (fused_rnn.GRUCell, {}),
+    "rnn_tanh": (fused_rnn.RNNCell, {}),
+    "rnn_relu": (fused_rnn.RNNCell, {"nonlinearity": "relu"}),
+}
+
+
+def _cell(name, bias=True):
+    cls, extra = CELLS[name]
+    torch.manual_seed(0)
+    return cls(I, H, bias=bias, **extra, dtype=torch.float64)
+
+
+def _cell_inputs(name, unbatched, with_hx):
+    torch.manual_seed(1)
+    x = torch.randn((I,) if unbatched else (B, I), dtype=torch.float64, requires_grad=True)
+    if not with_hx:
+        return x, None
+    shape = (H,) if unbatched else (B, H)
+    hx = tuple(torch.randn(shape, dtype=torch.float64, requires_grad=True)
+               for _ in range(2 if name == "lstm" else 1))
+    return x, hx if len(hx) == 2 else hx[0]
+
+
+def _run_cell_route(cell, x, hx, cpp, monkeypatch):
+    with monkeypatch.context() as m:
+        calls = _Calls(cell_forward)
+        m.setattr(cells, "cell_forward", calls)
+        if not cpp:
+            m.setattr(cells, "module_route_open", lambda: False)
+        outs, grads = run(cell, x, hx)
+    return outs, grads, calls
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
+def test_cell_routes_agree_bitwise(name, bias, unbatched, with_hx, monkeypatch):
+    cell = _cell(name, bias)
+    x, hx = _cell_inputs(name, unbatched, with_hx)
+    cpp_outs, cpp_grads, cpp_calls = _run_cell_route(cell, x, hx, True, monkeypatch)
+    py_outs, py_grads, py_calls = _run_cell_route(cell, x, hx, False, monkeypatch)
+    assert (cpp_calls.calls, cpp_calls.declined) == (1, 0), "the C++ route was not taken"
+    assert py_calls.calls == 0
+    assert len(cpp_outs) == len(py_outs)
+    for a, b in zip(cpp_outs, py_outs):
+        assert a.shape == b.shape and torch.equal(a, b)
+    for a, b in zip(cpp_grads, py_grads):
+        assert (a is None) == (b is None)
+        assert a is None or torch.equal(a, b)
+
+
+def _cell_declined_cases():
+    f64 = dict(dtype=torch.float64)
+    x = torch.randn(B, I, **f64)
+    h = torch.randn(B, H, **f64)
+    return [
+        ("3-D input", torch.randn(1, B, I, **f64), None),
+        ("input size", torch.randn(B, I + 1, **f64), None),
+        ("dtype against weights", x.float(), None),
+        ("hx batch", x, torch.randn(B + 1, H, **f64)),
+        ("hx hidden size", x, torch.randn(B, H + 1, **f64)),
+        ("hx 1-D for 2-D input", x, h[0]),
+        ("hx 2-D for 1-D input", x[0], h),
+        ("hx dtype", x, h.float()),
+        ("integer input", torch.ones(B, I, dtype=torch.int64), None),
+    ]
+
+
+@pytest.mark.parametrize("case", _cell_declined_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_cell_route_declines_what_the_python_route_handles(name, case):
+    _, x, hx = case
+    cell = _cell(name)
+    states = () if hx is None else (hx, hx) if name == "lstm" else (hx,)
+    mode = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}[name]
+    weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, None]
+    assert cell_forward(mode, x, states, weights, I, H) == []
+    with pytest.raises((RuntimeError, ValueError, TypeError)):
+        cell(x, hx if name != "lstm" or hx is None else (hx, hx))
