@@ -44,8 +44,8 @@ bool kernels_for(const at::Device& device) {
   return device.is_cpu();
 }
 
-// Whether a tensor is what the Python route would accept without an error: the input's
-// dtype and device, and the sizes given (-1: any).
+// Whether a state tensor is what the Python route would accept without an error: the
+// input's dtype and device, and these sizes.
 bool matches(const Tensor& t, const Tensor& like, at::IntArrayRef sizes) {
   return !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() && t.dtype() == like.dtype() &&
          t.device() == like.device() && t.sizes() == sizes;
@@ -77,19 +77,20 @@ std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& inp
   if ((dim != 2 && dim != 3) || !input.is_floating_point() || input.size(-1) != input_size ||
       !kernels_for(input.device()))
     return {};
-  const std::optional<Tensor> first = weights.get(0);
-  if (!first.has_value() || first->dtype() != input.dtype() ||
-      first->device() != input.device())
-    return {};
+  for (int64_t k = 0; k < L; ++k)  // every layer's w_ih and w_hh (a bias may be absent)
+    if (!weights.get(k * kRoles).has_value() || !weights.get(k * kRoles + 1).has_value())
+      return {};
+  const Tensor first = *weights.get(0);
+  if (first.dtype() != input.dtype() || first.device() != input.device()) return {};
   const bool unbatched = dim == 2;
   const Tensor x = unbatched ? input.unsqueeze(1) : batch_first ? input.transpose(0, 1) : input;
   if (x.size(0) == 0) return {};
   const int64_t B = x.size(1);
 
   // State sizes F, as the module's configuration gives them (as the Python route's).
-  const std::vector<int64_t> features =
-      cell == Cell::lstm ? std::vector<int64_t>{proj_size > 0 ? proj_size : hidden_size, hidden_size}
-                         : std::vector<int64_t>{hidden_size};
+  std::vector<int64_t> features{hidden_size};
+  if (cell == Cell::lstm)  // h_0's first: the projection's size where there is one
+    features.insert(features.begin(), proj_size > 0 ? proj_size : hidden_size);
   std::vector<Tensor> states;  // per state: [L*D, B, F], or one [B, F] of zeros
   if (hx.empty()) {
     // One [B, F] of zeros that every layer reads: the ops never write their arguments.
@@ -114,33 +115,31 @@ std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& inp
     std::vector<Tensor> outs;
     for (int64_t direction = 0; direction < D; ++direction) {
       const int64_t k = layer * D + direction;
-      const auto w = [&](int64_t role) -> std::optional<Tensor> { return weights.get(k * kRoles + role); };
-      const std::optional<Tensor> w_ih = w(0), w_hh = w(1);
-      if (!w_ih.has_value() || !w_hh.has_value()) return {};
+      const auto w = [&](int64_t role) -> std::optional<Tensor> {
+        return weights.get(k * kRoles + role);
+      };
+      const Tensor w_ih = *w(0), w_hh = *w(1);
       const bool reverse = direction == 1;
-      Tensor y;
       if (cell == Cell::lstm) {
-        auto [out, h_n, c_n] = lstm_layer_autograd(layer_in, *w_ih, *w_hh, w(2), w(3), w(4),
-                                                   initial(0, k), initial(1, k), std::nullopt, reverse);
-        y = out;
+        auto [y, h_n, c_n] = lstm_layer_autograd(layer_in, w_ih, w_hh, w(2), w(3), w(4),
+                                                 initial(0, k), initial(1, k), std::nullopt,
+                                                 reverse);
+        outs.push_back(y);
         finals[0].push_back(h_n);
         finals[1].push_back(c_n);
-      } else if (cell == Cell::gru) {
-        auto [out, h_n] = gru_layer_autograd(layer_in, *w_ih, *w_hh, w(2), w(3),
-                                             initial(0, k), std::nullopt, reverse);
-        y = out;
-        finals[0].push_back(h_n);
       } else {
-        auto [out, h_n] =
-            rnn_layer_autograd(layer_in, *w_ih, *w_hh, w(2), w(3), initial(0, k),
-                               std::nullopt, reverse, cell == Cell::rnn_relu);
-        y = out;
+        auto [y, h_n] = cell == Cell::gru
+                            ? gru_layer_autograd(layer_in, w_ih, w_hh, w(2), w(3), initial(0, k),
+                                                 std::nullopt, reverse)
+                            : rnn_layer_autograd(layer_in, w_ih, w_hh, w(2), w(3), initial(0, k),
+                                                 std::nullopt, reverse, cell == Cell::rnn_relu);
+        outs.push_back(y);
         finals[0].push_back(h_n);
       }
-      outs.push_back(y);
     }
     layer_in = D == 1 ? outs[0] : at::cat(outs, 2);
-    if (dropout > 0 && train && layer < num_layers - 1) layer_in = at::dropout(layer_in, dropout, true);
+    if (dropout > 0 && train && layer < num_layers - 1)
+      layer_in = at::dropout(layer_in, dropout, /*train=*/true);
   }
 
   std::vector<Tensor> result;
