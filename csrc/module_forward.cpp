@@ -1,12 +1,14 @@
 // A module's whole forward in one call (fused_rnn::module_forward): the eager route of
-// fused_rnn.LSTM/GRU/RNN for plain tensor input. fused_rnn/rnn_base.py's forward does the
-// same in Python (layers, directions, states, dropout, input forms) and stays the route for
-// everything this one declines: it returns no tensors, before any work, wherever the
-// Python route would raise an error or must run (PackedSequence input is not passed here;
-// symbolic shapes, CUDA autocast, a device our kernels were not built for, any argument
-// that is not what the module expects). The Python route then runs and raises its errors,
-// so they are written once. Why: on a one-step call (B = 1, H = 128) the Python around the
-// layer op cost as much as the op (benchmarks/NOTES.md, session 17).
+// fused_rnn.LSTM/GRU/RNN for plain tensor input, and of the cells (cell_forward).
+// fused_rnn/rnn_base.py's forward does the same in Python (layers, directions, states,
+// dropout, input forms) and stays the route for everything this one declines: it returns
+// no tensors, before running any layer, wherever the Python route must run (PackedSequence
+// input is not passed here; nested, sparse or symbolic tensors, CUDA autocast, a device
+// our kernels were not built for) or would reject an argument the module checks itself
+// (input, hx, dropout). The Python route then raises its errors, so they are written once;
+// the layer ops' own errors (a later layer's weights, say) come from the same ops on both
+// routes. Why: on a one-step call (B = 1, H = 128) the Python around the layer op cost as
+// much as the op (benchmarks/NOTES.md, session 17).
 #include "layer_autograd.h"
 
 #include <ATen/ATen.h>
@@ -44,47 +46,62 @@ bool kernels_for(const at::Device& device) {
   return device.is_cpu();
 }
 
+// A dense tensor with concrete sizes: not nested, sparse or symbolic (export, make_fx).
+bool plain(const Tensor& t) {
+  return t.layout() == at::kStrided && !t.is_nested() &&
+         !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+}
+
 // Whether a state tensor is what the Python route would accept without an error: the
 // input's dtype and device, and these sizes.
 bool matches(const Tensor& t, const Tensor& like, at::IntArrayRef sizes) {
-  return !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() && t.dtype() == like.dtype() &&
-         t.device() == like.device() && t.sizes() == sizes;
+  return plain(t) && t.dtype() == like.dtype() && t.device() == like.device() &&
+         t.sizes() == sizes;
 }
 
-}  // namespace
+// What module_forward computes before putting it in the module's forms: the last layer's
+// output [T, B, F] (time-major; B = 1 for unbatched input) and, per state, the final state
+// [B, F] of each (layer, direction) as its layer op returned it.
+struct ModuleRun {
+  Tensor output;
+  std::vector<std::vector<Tensor>> finals;
+  bool unbatched;
+};
 
 // mode: RNNBase.mode; input: [T, B, I] ([B, T, I] if batch_first) or unbatched [T, I];
 // hx: empty, or one tensor per state ([L*D, B, F] or unbatched [L*D, F]; LSTM: h_0 with
 // F = proj_size or hidden_size, then c_0 with F = hidden_size); weights: kRoles per
-// (layer, direction), k = layer * D + direction. Returns [output, h_n] or
-// [output, h_n, c_n] in the module's forms, or [] where the Python route must run.
-std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& input,
-                                   at::TensorList hx,
-                                   const c10::List<std::optional<Tensor>>& weights,
-                                   int64_t num_layers, bool bidirectional, bool batch_first,
-                                   double dropout, bool train, int64_t input_size,
-                                   int64_t hidden_size, int64_t proj_size) {
+// (layer, direction), k = layer * D + direction. std::nullopt where the Python route must
+// run. Errors only from the layer ops, as the Python route raises them (a later layer's
+// weights of another dtype, say, after the first layers ran).
+std::optional<ModuleRun> run_module(std::string_view mode, const Tensor& input,
+                                    at::TensorList hx,
+                                    const c10::List<std::optional<Tensor>>& weights,
+                                    int64_t num_layers, bool bidirectional, bool batch_first,
+                                    double dropout, bool train, int64_t input_size,
+                                    int64_t hidden_size, int64_t proj_size) {
   Cell cell;
   const int64_t D = bidirectional ? 2 : 1, L = num_layers * D;
-  if (!parse_mode(std::string_view(mode_name.data(), mode_name.size()), &cell) ||
-      static_cast<int64_t>(weights.size()) != L * kRoles || L < 1)
-    return {};
+  if (!parse_mode(mode, &cell) || static_cast<int64_t>(weights.size()) != L * kRoles ||
+      L < 1 || !(dropout >= 0 && dropout <= 1))  // F.dropout raises ValueError otherwise
+    return std::nullopt;
   // Under CUDA autocast the ops' own autograd layer must save what autocast cast
   // (fused_rnn/ops.py, _call).
-  if (at::autocast::is_autocast_enabled(at::kCUDA)) return {};
-  if (input.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) return {};
+  if (at::autocast::is_autocast_enabled(at::kCUDA)) return std::nullopt;
+  if (!plain(input)) return std::nullopt;
   const int64_t dim = input.dim();
   if ((dim != 2 && dim != 3) || !input.is_floating_point() || input.size(-1) != input_size ||
       !kernels_for(input.device()))
-    return {};
+    return std::nullopt;
   for (int64_t k = 0; k < L; ++k)  // every layer's w_ih and w_hh (a bias may be absent)
     if (!weights.get(k * kRoles).has_value() || !weights.get(k * kRoles + 1).has_value())
-      return {};
+      return std::nullopt;
   const Tensor first = *weights.get(0);
-  if (first.dtype() != input.dtype() || first.device() != input.device()) return {};
+  if (first.dtype() != input.dtype() || first.device() != input.device())
+    return std::nullopt;
   const bool unbatched = dim == 2;
   const Tensor x = unbatched ? input.unsqueeze(1) : batch_first ? input.transpose(0, 1) : input;
-  if (x.size(0) == 0) return {};
+  if (x.size(0) == 0) return std::nullopt;
   const int64_t B = x.size(1);
 
   // State sizes F, as the module's configuration gives them (as the Python route's).
@@ -96,11 +113,11 @@ std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& inp
     // One [B, F] of zeros that every layer reads: the ops never write their arguments.
     for (int64_t f : features) states.push_back(at::zeros({B, f}, x.options()));
   } else {
-    if (hx.size() != features.size()) return {};
+    if (hx.size() != features.size()) return std::nullopt;
     for (size_t s = 0; s < hx.size(); ++s) {
       const std::vector<int64_t> want = unbatched ? std::vector<int64_t>{L, features[s]}
                                                   : std::vector<int64_t>{L, B, features[s]};
-      if (!matches(hx[s], input, want)) return {};
+      if (!matches(hx[s], input, want)) return std::nullopt;
       states.push_back(unbatched ? hx[s].unsqueeze(1) : hx[s]);
     }
   }
@@ -142,14 +159,34 @@ std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& inp
       layer_in = at::dropout(layer_in, dropout, /*train=*/true);
   }
 
+  return ModuleRun{layer_in, std::move(finals), unbatched};
+}
+
+}  // namespace
+
+// run_module's results in the module's forms: [output, h_n] or [output, h_n, c_n], or []
+// where the Python route must run.
+std::vector<Tensor> module_forward(c10::string_view mode, const Tensor& input,
+                                   at::TensorList hx,
+                                   const c10::List<std::optional<Tensor>>& weights,
+                                   int64_t num_layers, bool bidirectional, bool batch_first,
+                                   double dropout, bool train, int64_t input_size,
+                                   int64_t hidden_size, int64_t proj_size) {
+  const std::optional<ModuleRun> run =
+      run_module(std::string_view(mode.data(), mode.size()), input, hx, weights, num_layers,
+                 bidirectional, batch_first, dropout, train, input_size, hidden_size, proj_size);
+  if (!run.has_value()) return {};
+  const Tensor& y = run->output;
   std::vector<Tensor> result;
-  result.push_back(unbatched ? layer_in.squeeze(1)
-                   : batch_first ? layer_in.transpose(0, 1)
-                                 : layer_in);
-  for (const auto& per_layer : finals) {
-    // One (layer, direction): a view instead of a stack's copy.
-    const Tensor h = per_layer.size() == 1 ? per_layer[0].unsqueeze(0) : at::stack(per_layer, 0);
-    result.push_back(unbatched ? h.squeeze(1) : h);
+  result.push_back(run->unbatched ? y.squeeze(1) : batch_first ? y.transpose(0, 1) : y);
+  for (const auto& per_layer : run->finals) {
+    // One (layer, direction): its [B, F] as [1, B, F] without a copy, and not as a view
+    // (torch.nn's h_n is none: h_n.detach_() must work, as in truncated backpropagation).
+    const Tensor h = per_layer.size() == 1
+                         ? at::_unsafe_view(per_layer[0], {1, per_layer[0].size(0),
+                                                           per_layer[0].size(1)})
+                         : at::stack(per_layer, 0);
+    result.push_back(run->unbatched ? h.squeeze(1) : h);
   }
   return result;
 }
@@ -161,19 +198,24 @@ std::vector<Tensor> module_forward(c10::string_view mode_name, const Tensor& inp
 std::vector<Tensor> cell_forward(c10::string_view mode, const Tensor& input, at::TensorList hx,
                                  const c10::List<std::optional<Tensor>>& weights,
                                  int64_t input_size, int64_t hidden_size) {
+  if (!plain(input)) return {};
   const int64_t dim = input.dim();
   if (dim != 1 && dim != 2) return {};
   std::vector<Tensor> states;
   for (const Tensor& h : hx) {
-    if (h.dim() != dim) return {};
+    if (!plain(h) || h.dim() != dim) return {};
     states.push_back(h.unsqueeze(0));
   }
-  const std::vector<Tensor> out =
-      module_forward(mode, input.unsqueeze(0), states, weights, /*num_layers=*/1,
-                     /*bidirectional=*/false, /*batch_first=*/false, /*dropout=*/0,
-                     /*train=*/false, input_size, hidden_size, /*proj_size=*/0);
+  const std::optional<ModuleRun> run =
+      run_module(std::string_view(mode.data(), mode.size()), input.unsqueeze(0), states,
+                 weights, /*num_layers=*/1, /*bidirectional=*/false, /*batch_first=*/false,
+                 /*dropout=*/0, /*train=*/false, input_size, hidden_size, /*proj_size=*/0);
+  if (!run.has_value()) return {};
+  // The layer op's own [B, H], not a view of it (as torch.nn's cells); unbatched: [H]
+  // (a view, as torch.nn's squeeze).
   std::vector<Tensor> result;
-  for (size_t s = 1; s < out.size(); ++s) result.push_back(out[s].squeeze(0));
+  for (const auto& per_layer : run->finals)
+    result.push_back(run->unbatched ? per_layer[0].squeeze(0) : per_layer[0]);
   return result;
 }
 

@@ -17,22 +17,29 @@ _CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", None)  # rnn_ba
 
 def cell_step(cell, mode, input, hx):
     """A cell's step in one C++ call (fused_rnn::cell_forward, csrc/module_forward.cpp) for
-    plain tensors in eager mode: the new states, or [] where the cell's Python route must
-    run (and raise its errors). Its Python cost as much as a small step (B = 1, H = 128)."""
+    plain tensors in eager mode, whose Python cost as much as a small step (B = 1,
+    H = 128). Returns (new states, weights): the states are [] where the cell's Python
+    route must run (and raise its errors), which then takes the weights looked up here
+    (None if none were: a parametrization runs once per call)."""
     if type(input) is not torch.Tensor or not module_route_open():
-        return []
+        return [], None
     states = state_tuple(hx)
     if states is None:
-        return []
-    return cell_forward(mode, input, states, current_weights(cell, _CELL_WEIGHTS),
-                        cell.input_size, cell.hidden_size)
+        return [], None
+    weights = current_weights(cell, _CELL_WEIGHTS)
+    return cell_forward(mode, input, states, weights, cell.input_size, cell.hidden_size), weights
+
+
+def cell_weights(cell, weights):
+    """(weight_ih, weight_hh, bias_ih, bias_hh): cell_step's weights, or looked up now."""
+    return (weights or current_weights(cell, _CELL_WEIGHTS))[:4]
 
 
 class _FusedCellBase(NotScriptable, torch.nn.RNNCellBase):
-    def _batched(self, input, states):
-        """Checks input and states as torch's cells do; returns input [1, B, I] (a sequence
-        of one step), the states as [B, H] (zeros when not given) and whether the input was
-        batched."""
+    def _batched(self, input, states, w):
+        """Checks input and states as torch's cells do (w: weight_ih); returns input
+        [1, B, I] (a sequence of one step), the states as [B, H] (zeros when not given) and
+        whether the input was batched."""
         name = type(self).__name__
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
@@ -41,7 +48,6 @@ class _FusedCellBase(NotScriptable, torch.nn.RNNCellBase):
         if input.shape[-1] != self.input_size:
             raise RuntimeError(f"{name}: input has inconsistent input_size: got "
                                f"{input.shape[-1]} expected {self.input_size}")
-        w = self.weight_ih
         if input.dtype != w.dtype or input.device != w.device:
             raise RuntimeError(f"{name}: input ({input.dtype}, {input.device}) must have the "
                                f"weights' dtype and device ({w.dtype}, {w.device})")
@@ -79,16 +85,16 @@ class LSTMCell(_FusedCellBase):
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
 
     def forward(self, input, hx=None):
-        out = cell_step(self, "LSTM", input, hx)
+        out, weights = cell_step(self, "LSTM", input, hx)
         if out:
             return out[0], out[1]
+        w_ih, w_hh, b_ih, b_hh = cell_weights(self, weights)
         if hx is None:
             hx = (None, None)
         elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors")
-        x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])])
-        _, h, c = lstm_layer(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None,
-                             h0, c0)
+        x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])], w_ih)
+        _, h, c = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
 
 
@@ -100,9 +106,10 @@ class GRUCell(_FusedCellBase):
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
 
     def forward(self, input, hx=None):
-        out = cell_step(self, "GRU", input, hx)
+        out, weights = cell_step(self, "GRU", input, hx)
         if out:
             return out[0]
-        x, (h0,), batched = self._batched(input, [("hx", hx)])
-        _, h = gru_layer(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, h0)
+        w_ih, w_hh, b_ih, b_hh = cell_weights(self, weights)
+        x, (h0,), batched = self._batched(input, [("hx", hx)], w_ih)
+        _, h = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0)
         return h if batched else h.squeeze(0)

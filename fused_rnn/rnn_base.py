@@ -26,8 +26,12 @@ def current_weights(module, names):
     params = module._parameters
     weights = []
     for name in names:
-        w = None if name is None else params.get(name)
-        weights.append(getattr(module, name) if w is None and name is not None else w)
+        if name is None:
+            weights.append(None)
+        elif name in params:  # a parameter, or None for an absent bias
+            weights.append(params[name])
+        else:
+            weights.append(getattr(module, name))
     return weights
 
 
@@ -51,7 +55,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
     def flat_layer_weights(self):
         """Every (layer, direction)'s (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr), as
         in _ROLES, in one flat list: k = layer * D + direction's at [5k, 5k + 5), each a
-        parameter or None."""
+        tensor (a parameter, or what a parametrization or replica puts there) or None."""
         # Which parameter name plays each role, worked out once (a streaming call of one
         # step spent ~5 us here); the parameters themselves are looked up on every call,
         # as torch.nn does, so that reassigned or reparametrized weights are seen.
@@ -127,20 +131,25 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         if type(input) is torch.Tensor and module_route_open():
             states = state_tuple(hx)
             if states is not None:
-                out = module_forward(self.mode, input, states, self.flat_layer_weights(),
-                                     self.num_layers, self.bidirectional, self.batch_first,
-                                     self.dropout, self.training, self.input_size,
-                                     self.hidden_size, self.proj_size)
+                weights = self.flat_layer_weights()
+                out = module_forward(self.mode, input, states, weights, self.num_layers,
+                                     self.bidirectional, self.batch_first, self.dropout,
+                                     self.training, self.input_size, self.hidden_size,
+                                     self.proj_size)
                 if out:
                     return out[0], out[1] if len(out) == 2 else (out[1], out[2])
+                # Declined: the same weights (a parametrization runs once per call).
+                return self._forward_python(input, hx, weights)
         return self._forward_python(input, hx)
 
-    def _forward_python(self, input, hx):
-        """forward for every input and mode: layer by layer through the layer ops."""
+    def _forward_python(self, input, hx, weights=None):
+        """forward for every input and mode: layer by layer through the layer ops.
+        weights: flat_layer_weights() where the caller has them already."""
         name = type(self).__name__
         seq = to_sequence(name, input, self.batch_first, self.input_size)
         x = seq.x
-        weights = self.flat_layer_weights()
+        if weights is None:
+            weights = self.flat_layer_weights()
         self._check_weights(x, weights[0])
         if x.shape[0] == 0:  # as torch.nn does
             raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
@@ -161,10 +170,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
         output = seq.output(layer_in)
-        # One (layer, direction): a view instead of a stack (a copy; ~10 us per state on a
-        # streaming call of one step).
-        if len(finals) == 1:
-            final_states = [seq.state_out(f.unsqueeze(0)) for f in finals[0]]
-        else:
-            final_states = [seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals)]
+        # A stack even of one (layer, direction): a copy, not a view, as torch.nn's h_n
+        # (h_n.detach_() must work); module_forward does the same without the copy.
+        final_states = [seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals)]
         return output, tuple(final_states) if len(final_states) > 1 else final_states[0]

@@ -2,7 +2,7 @@
 import torch
 
 from ._no_script import NotScriptable
-from .cells import cell_step
+from .cells import cell_step, cell_weights
 from .ops import rnn_layer
 
 _MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
@@ -26,9 +26,10 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
-        mode = _MODES.get(self.nonlinearity)
-        if mode is not None:
-            out = cell_step(self, mode, input, hx)
+        mode = _MODES.get(self.nonlinearity) if isinstance(self.nonlinearity, str) else None
+        weights = None
+        if mode is not None:  # else the checks below raise torch's error
+            out, weights = cell_step(self, mode, input, hx)
             if out:
                 return out[0]
         # torch.nn.RNNCell's checks, in its order and with its exception types.
@@ -46,13 +47,15 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
                              device=input.device)
         elif not is_batched:
             hx = hx.unsqueeze(0)
-        self._check(input, hx)
-        _, h = rnn_layer(input.unsqueeze(0), self.weight_ih, self.weight_hh, self.bias_ih,
-                         self.bias_hh, hx, None, False, self.nonlinearity)
+        w_ih, w_hh, b_ih, b_hh = cell_weights(self, weights)
+        self._check(input, hx, w_ih)
+        _, h = rnn_layer(input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, hx, None, False,
+                         self.nonlinearity)
         return h if is_batched else h.squeeze(0)
 
-    def _check(self, input, hx):
-        """torch's cell checks (same messages), then dtype/device agreement."""
+    def _check(self, input, hx, w):
+        """torch's cell checks (same messages), then dtype/device agreement with w
+        (weight_ih)."""
         if input.size(1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
                                f"expected {self.input_size}")
@@ -66,7 +69,6 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
         if hx.size(1) != self.hidden_size:
             raise RuntimeError(f"hidden0 has inconsistent hidden_size: got {hx.size(1)}, "
                                f"expected {self.hidden_size}")
-        w = self.weight_ih
         for name, t in (("input", input), ("hx", hx)):
             if t.dtype != w.dtype or t.device != w.device:
                 raise RuntimeError(f"RNNCell: {name} ({t.dtype}, {t.device}) must have the "

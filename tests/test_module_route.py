@@ -264,3 +264,105 @@ def test_cell_route_declines_what_the_python_route_handles(name, case):
     assert cell_forward(mode, x, states, weights, I, H) == []
     with pytest.raises((RuntimeError, ValueError, TypeError)):
         cell(x, hx if name != "lstm" or hx is None else (hx, hx))
+
+
+# ------------------------------------------------- what the routes return, and declines
+
+def _flat(out):
+    """A module's or a cell's return value as a flat list of tensors."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in _flat(item)]
+
+
+TORCH_MODULES = {"lstm": torch.nn.LSTM, "lstm_proj": torch.nn.LSTM, "gru": torch.nn.GRU,
+                 "rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN}
+TORCH_CELLS = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn_tanh": torch.nn.RNNCell,
+               "rnn_relu": torch.nn.RNNCell}
+
+
+@pytest.mark.parametrize("config", [dict(), dict(batch_first=True), dict(num_layers=2),
+                                    dict(bidirectional=True)],
+                         ids=["plain", "batch_first", "layers2", "bidirectional"])
+@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("cpp", [True, False], ids=["cpp_route", "python_route"])
+def test_returned_tensors_are_views_where_torch_nns_are(name, config, unbatched, cpp,
+                                                         monkeypatch):
+    """h_n.detach_() (truncated backpropagation) works on torch.nn's final states: they must
+    not be views of ours either. (The output's strides are torch.nn's; whether autograd
+    counts it a view differs between torch.nn's own LSTM and GRU with batch_first.)"""
+    if not cpp:
+        monkeypatch.setattr(rnn_base, "module_route_open", lambda: False)
+    ours = _module(name, config)
+    ref = TORCH_MODULES[name](I, H, **MODULES[name][1], **config, dtype=torch.float64)
+    x, hx = _inputs(ours, unbatched, True)
+    got, want = _flat(ours(x, hx)), _flat(ref(x, hx))
+    assert got[0].stride() == want[0].stride()
+    assert [t._is_view() for t in got[1:]] == [t._is_view() for t in want[1:]]
+    for t in got[1:]:
+        if not t._is_view():
+            t.detach_()
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+def test_cell_states_are_views_where_torch_nns_are(name, unbatched):
+    ours = _cell(name)
+    ref = TORCH_CELLS[name](I, H, **CELLS[name][1], dtype=torch.float64)
+    x, hx = _cell_inputs(name, unbatched, True)
+    got, want = _flat(ours(x, hx)), _flat(ref(x, hx))
+    assert [t._is_view() for t in got] == [t._is_view() for t in want]
+    if not unbatched:
+        for t in got:
+            t.detach_()
+
+
+def test_nested_input_is_declined():
+    x = torch.nested.nested_tensor([torch.randn(5, I), torch.randn(3, I)])
+    module = fused_rnn.GRU(I, H, batch_first=True)
+    assert module_forward(module.mode, x, (), module.flat_layer_weights(), 1, False, True, 0.0,
+                          False, I, H, 0) == []
+    cell = fused_rnn.GRUCell(I, H)
+    weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, None]
+    assert cell_forward("GRU", x, (), weights, I, H) == []
+
+
+def test_dropout_out_of_range_raises_the_python_routes_error():
+    module = _module("gru", dict(num_layers=2))
+    module.dropout = 1.5  # the constructor checks it; a later assignment does not
+    x, _ = _inputs(module, False, False)
+    with pytest.raises(ValueError, match="dropout probability"):
+        module(x)
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, w):
+        self.calls += 1
+        return w
+
+
+@pytest.mark.parametrize("kind", ["module", "cell"])
+def test_a_declined_call_evaluates_parametrized_weights_once(kind):
+    """A stateful parametrization (spectral_norm's power iteration) must run once per call,
+    also when the C++ route declines and the Python route runs (here to raise an error)."""
+    counter = _Counting()
+    target = _module("gru", {}) if kind == "module" else _cell("gru")
+    torch.nn.utils.parametrize.register_parametrization(
+        target, "weight_hh_l0" if kind == "module" else "weight_hh", counter)
+    counter.calls = 0  # registering evaluates it once
+    if kind == "module":
+        x, _ = _inputs(target, False, False)
+        bad_hx = torch.zeros(1, B + 1, H, dtype=torch.float64)
+    else:
+        x, _ = _cell_inputs("gru", False, False)
+        bad_hx = torch.zeros(B + 1, H, dtype=torch.float64)
+    target(x)
+    assert counter.calls == 1
+    with pytest.raises(RuntimeError):
+        target(x, bad_hx)
+    assert counter.calls == 2
