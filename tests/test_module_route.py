@@ -11,6 +11,7 @@ from fused_rnn import cells, rnn_base
 from _parity import run
 
 module_forward = torch.ops.fused_rnn.module_forward.default
+cell_forward = torch.ops.fused_rnn.cell_forward.default
 
 MODULES = {
     "lstm": (fused_rnn.LSTM, {}),
@@ -62,26 +63,28 @@ class _Calls:
         return out
 
 
-def _run_route(module, x, hx, cpp, monkeypatch):
+def _run_route(target, x, hx, cpp, monkeypatch):
+    """run() of a module or cell through the C++ route (cpp) or the Python route, counting
+    the C++ op's calls."""
+    if isinstance(target, torch.nn.RNNCellBase):
+        where, name, op = cells, "cell_forward", cell_forward
+    else:
+        where, name, op = rnn_base, "module_forward", module_forward
     with monkeypatch.context() as m:
-        calls = _Calls(module_forward)
-        m.setattr(rnn_base, "module_forward", calls)
+        calls = _Calls(op)
+        m.setattr(where, name, calls)
         if not cpp:
-            m.setattr(rnn_base, "module_route_open", lambda: False)
+            m.setattr(where, "module_route_open", lambda: False)
         torch.manual_seed(2)  # the same dropout masks on both routes
-        outs, grads = run(module, x, hx)
+        outs, grads = run(target, x, hx)
     return outs, grads, calls
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()) or "plain")
-@pytest.mark.parametrize("name", list(MODULES))
-@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
-@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
-def test_routes_agree_bitwise(name, config, unbatched, with_hx, monkeypatch):
-    module = _module(name, config)
-    x, hx = _inputs(module, unbatched, with_hx)
-    cpp_outs, cpp_grads, cpp_calls = _run_route(module, x, hx, True, monkeypatch)
-    py_outs, py_grads, py_calls = _run_route(module, x, hx, False, monkeypatch)
+def _assert_routes_agree(target, x, hx, monkeypatch):
+    """Both routes: the same outputs (and strides) and gradients, bit for bit; the C++ route
+    taken, the Python route without calling the C++ op."""
+    cpp_outs, cpp_grads, cpp_calls = _run_route(target, x, hx, True, monkeypatch)
+    py_outs, py_grads, py_calls = _run_route(target, x, hx, False, monkeypatch)
     assert (cpp_calls.calls, cpp_calls.declined) == (1, 0), "the C++ route was not taken"
     assert py_calls.calls == 0
     assert len(cpp_outs) == len(py_outs)
@@ -92,6 +95,17 @@ def test_routes_agree_bitwise(name, config, unbatched, with_hx, monkeypatch):
     for a, b in zip(cpp_grads, py_grads):
         assert (a is None) == (b is None)
         assert a is None or torch.equal(a, b)
+
+
+@pytest.mark.parametrize("config", CONFIGS,
+                         ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()) or "plain")
+@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx"])
+def test_routes_agree_bitwise(name, config, unbatched, with_hx, monkeypatch):
+    module = _module(name, config)
+    x, hx = _inputs(module, unbatched, with_hx)
+    _assert_routes_agree(module, x, hx, monkeypatch)
 
 
 @pytest.mark.parametrize("name", list(MODULES))
@@ -180,7 +194,6 @@ class _Double(torch.nn.Module):
 
 # ----------------------------------------------------------------------------- cells
 
-cell_forward = torch.ops.fused_rnn.cell_forward.default
 
 CELLS = {
     "lstm": (fused_rnn.LSTMCell, {}),
@@ -207,16 +220,6 @@ def _cell_inputs(name, unbatched, with_hx):
     return x, hx if len(hx) == 2 else hx[0]
 
 
-def _run_cell_route(cell, x, hx, cpp, monkeypatch):
-    with monkeypatch.context() as m:
-        calls = _Calls(cell_forward)
-        m.setattr(cells, "cell_forward", calls)
-        if not cpp:
-            m.setattr(cells, "module_route_open", lambda: False)
-        outs, grads = run(cell, x, hx)
-    return outs, grads, calls
-
-
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
@@ -224,16 +227,7 @@ def _run_cell_route(cell, x, hx, cpp, monkeypatch):
 def test_cell_routes_agree_bitwise(name, bias, unbatched, with_hx, monkeypatch):
     cell = _cell(name, bias)
     x, hx = _cell_inputs(name, unbatched, with_hx)
-    cpp_outs, cpp_grads, cpp_calls = _run_cell_route(cell, x, hx, True, monkeypatch)
-    py_outs, py_grads, py_calls = _run_cell_route(cell, x, hx, False, monkeypatch)
-    assert (cpp_calls.calls, cpp_calls.declined) == (1, 0), "the C++ route was not taken"
-    assert py_calls.calls == 0
-    assert len(cpp_outs) == len(py_outs)
-    for a, b in zip(cpp_outs, py_outs):
-        assert a.shape == b.shape and torch.equal(a, b)
-    for a, b in zip(cpp_grads, py_grads):
-        assert (a is None) == (b is None)
-        assert a is None or torch.equal(a, b)
+    _assert_routes_agree(cell, x, hx, monkeypatch)
 
 
 def _cell_declined_cases():
