@@ -64,6 +64,35 @@ def test_streaming_suite():
     assert not any(c.state for c in suites.suite_cases("quick", ["gru"], None, gpu=False))
 
 
+def test_cells_suite_runs_the_cell_modules():
+    cases = suites.suite_cases("cells", ["lstm", "gru"], None, gpu=False)
+    streaming = suites.suite_cases("streaming", ["lstm", "gru"], None, gpu=False)
+    assert [(c.cell, c.mode, c.batch, c.hidden_size) for c in cases] == [
+        (c.cell, c.mode, c.batch, c.hidden_size) for c in streaming]
+    assert all(c.step_cell and c.state and c.name.endswith(" state cell") for c in cases)
+    with pytest.raises(ValueError, match="step_cell"):
+        Case("gru", "inference", 2, 1, 4, 5, step_cell=True)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_step_cell_case_times_the_cells(cell, mode, monkeypatch):
+    """A step_cell case compares torch.nn's cell with ours on [B, I] input and [B, H]
+    states; a cell that ignores its state fails the parity check."""
+    case = Case(cell, mode, 1, 3, 4, 5, state=True, step_cell=True)
+    hx = make_state(case, torch.device("cpu"), torch.float32)
+    states = hx if isinstance(hx, tuple) else (hx,)
+    assert [tuple(s.shape) for s in states] == [(3, 5)] * (2 if cell == "lstm" else 1)
+    r = runner.run_case(case, torch.device("cpu"), torch.float32, 1, 0, 100.0)
+    assert r["status"] == "ok" and r["step_cell"] is True and r["tokens"] == 3, r
+    ours = fused_class(cell, step_cell=True)
+    assert ours.__name__.endswith("Cell")
+    original = ours.forward
+    monkeypatch.setattr(ours, "forward", lambda self, input, hx=None: original(self, input))
+    r = runner.run_case(case, torch.device("cpu"), torch.float32, 1, 0, 100.0)
+    assert r["status"] == "mismatch"
+
+
 @pytest.mark.parametrize("cell,mode,extra", [
     ("lstm", "training", dict(proj_size=3, layers=2, bidirectional=True)),
     ("gru", "inference", {}), ("rnn_tanh", "training", dict(layers=2))])

@@ -16,6 +16,13 @@ _IMPLS = {
     "rnn_tanh": ("RNN", torch.nn.RNN, {"nonlinearity": "tanh"}),
     "rnn_relu": ("RNN", torch.nn.RNN, {"nonlinearity": "relu"}),
 }
+# The same for the single-step cell modules (Case.step_cell).
+_STEP_IMPLS = {
+    "lstm": ("LSTMCell", torch.nn.LSTMCell, {}),
+    "gru": ("GRUCell", torch.nn.GRUCell, {}),
+    "rnn_tanh": ("RNNCell", torch.nn.RNNCell, {"nonlinearity": "tanh"}),
+    "rnn_relu": ("RNNCell", torch.nn.RNNCell, {"nonlinearity": "relu"}),
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,15 @@ class Case:
     varlen: bool = False        # PackedSequence of random lengths in [seq_len // 4, seq_len]
     state: bool = False         # given a random initial state without gradient, as a caller
                                 # that carries h_n into its next call (streaming) passes it
+    step_cell: bool = False     # the cell modules (torch.nn.LSTMCell, ...): one step per call
+                                # on input [B, I] (seq_len 1, one layer, one direction)
     suite: str = "custom"
+
+    def __post_init__(self):
+        if self.step_cell and (self.seq_len != 1 or self.layers != 1 or self.bidirectional
+                               or self.proj_size or self.varlen):
+            raise ValueError("a step_cell case is one step of one layer in one direction "
+                             "(seq_len 1, no proj_size or varlen)")
 
     @property
     def name(self):
@@ -48,6 +63,8 @@ class Case:
             s += " varlen"
         if self.state:
             s += " state"
+        if self.step_cell:
+            s += " cell"
         return s
 
     def as_dict(self):
@@ -57,18 +74,19 @@ class Case:
         return replace(self, **kw)
 
 
-def fused_class(cell):
+def fused_class(cell, step_cell=False):
     """fused_rnn's module for a cell, or None while that cell is not part of this build."""
-    return getattr(fused_rnn, _IMPLS[cell][0], None)
+    return getattr(fused_rnn, (_STEP_IMPLS if step_cell else _IMPLS)[cell][0], None)
 
 
 def make_modules(case, device, dtype, seed=0):
     """(torch.nn module, fused_rnn module) with identical weights, on device in dtype."""
-    attr, ref_cls, extra = _IMPLS[case.cell]
-    ours_cls = fused_class(case.cell)
+    attr, ref_cls, extra = (_STEP_IMPLS if case.step_cell else _IMPLS)[case.cell]
+    ours_cls = fused_class(case.cell, case.step_cell)
     if ours_cls is None:
         raise RuntimeError(f"fused_rnn.{attr} is not available in this build")
-    kw = dict(num_layers=case.layers, bidirectional=case.bidirectional, **extra)
+    kw = dict(extra) if case.step_cell else dict(
+        num_layers=case.layers, bidirectional=case.bidirectional, **extra)
     if case.proj_size:
         kw["proj_size"] = case.proj_size
     torch.manual_seed(seed)
@@ -91,11 +109,13 @@ def lengths_for(case, seed=0):
 
 
 def make_input(case, device, dtype, seed=0):
-    """The input both modules get: a [T, B, I] tensor, or a PackedSequence for varlen cases.
+    """The input both modules get: a [T, B, I] tensor ([B, I] for a step_cell case), or a
+    PackedSequence for varlen cases.
 
     Returns (input, tokens): tokens counts the real (non-padding) time steps of all rows."""
     g = torch.Generator().manual_seed(seed + 2)
-    x = torch.randn(case.seq_len, case.batch, case.input_size, generator=g, dtype=torch.float64)
+    shape = (case.seq_len, case.batch, case.input_size)
+    x = torch.randn(shape[1:] if case.step_cell else shape, generator=g, dtype=torch.float64)
     x = x.to(device=device, dtype=dtype)
     if not case.varlen:
         return x, case.seq_len * case.batch
@@ -106,28 +126,34 @@ def make_input(case, device, dtype, seed=0):
 
 def make_state(case, device, dtype, seed=0):
     """The initial state both modules get: None, or for case.state a random h_0 (LSTM:
-    (h_0, c_0)) of torch.nn's shapes, without gradient (a carried state is detached)."""
+    (h_0, c_0)) of torch.nn's shapes ([B, H] for a cell), without gradient (a carried state
+    is detached)."""
     if not case.state:
         return None
     g = torch.Generator().manual_seed(seed + 4)
     n = case.layers * (2 if case.bidirectional else 1)
 
     def rand(size):
-        return torch.randn(n, case.batch, size, generator=g, dtype=torch.float64).to(
-            device=device, dtype=dtype)
+        shape = (case.batch, size) if case.step_cell else (n, case.batch, size)
+        return torch.randn(shape, generator=g, dtype=torch.float64).to(device=device,
+                                                                        dtype=dtype)
     if case.cell == "lstm":
         return rand(case.proj_size or case.hidden_size), rand(case.hidden_size)
     return rand(case.hidden_size)
 
 
 def output_tensor(out):
-    """The output sequence as a tensor (the data of a PackedSequence)."""
+    """The output sequence as a tensor (the data of a PackedSequence; a cell's new h)."""
+    if isinstance(out, torch.Tensor):  # GRUCell, RNNCell
+        return out
     y = out[0]
     return y.data if isinstance(y, torch.nn.utils.rnn.PackedSequence) else y
 
 
 def flat_outputs(out):
-    """Output sequence and every final state, as a list of tensors."""
+    """Output sequence and every final state, as a list of tensors (a cell's new states)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
     states = out[1] if isinstance(out[1], tuple) else (out[1],)
     return [output_tensor(out), *states]
 

@@ -137,9 +137,10 @@ def main(argv=None):
     repeats = args.repeats or (20 if gpu else 7)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
     cases = build_cases(args, gpu)
-    for cell in sorted({c.cell for c in cases}):
-        if fused_class(cell) is None:
-            print(f"note: fused_rnn has no module for {cell} in this build; its cases are skipped")
+    for cell, step_cell in sorted({(c.cell, c.step_cell) for c in cases}):
+        if fused_class(cell, step_cell) is None:
+            kind = f"{cell} cell" if step_cell else cell
+            print(f"note: fused_rnn has no module for {kind} in this build; its cases are skipped")
 
     peak = timing.gemm_peak_gflops(device, dtype)
     env = environment(device, dtype, peak)

@@ -67,7 +67,7 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
     """A result dict: the case, status ("ok", "mismatch", "skipped", "error"), and timings."""
     res = dict(case.as_dict(), name=case.name, device=str(device), dtype=str(dtype).replace(
         "torch.", ""), status="ok", note="")
-    if fused_class(case.cell) is None:
+    if fused_class(case.cell, case.step_cell) is None:
         res.update(status="skipped", note=f"fused_rnn has no {case.cell} module in this build")
         return res
     if case.proj_size and case.cell != "lstm":

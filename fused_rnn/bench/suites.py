@@ -2,12 +2,14 @@
 they finish in minutes on a laptop-class CPU; the scaling is stated per suite)."""
 from .cases import Case
 
-SUITES = ("quick", "latency", "streaming", "training", "varlen", "fastrnns")
+SUITES = ("quick", "latency", "streaming", "cells", "training", "varlen", "fastrnns")
 DESCRIPTIONS = {
     "quick": "a few mid-size and small shapes, both modes (about a minute on a 2-core CPU)",
     "latency": "batch 1-16 at T=100, inference",
     "streaming": "one time step per call with the state carried in (a streaming server, a "
                  "decoder loop), both modes",
+    "cells": "the streaming suite's shapes through the cell modules (LSTMCell, GRUCell, "
+             "RNNCell), both modes",
     "training": "DeepBench RNN training shapes, training mode (CPU: H/4, GRU T/4)",
     "varlen": "PackedSequence batches of random lengths in [T/4, T], both modes",
     "fastrnns": "PyTorch's fastrnns default: T=100, B=64, I=H=512, both modes",
@@ -25,7 +27,7 @@ def _shapes(name, cell, gpu):
     if name == "latency":
         H = 512 if gpu else 256
         return [(100, b, H) for b in (1, 2, 4, 8, 16)]
-    if name == "streaming":
+    if name in ("streaming", "cells"):
         if gpu:
             return [(1, 1, 512), (1, 16, 512), (1, 1, 1024), (1, 64, 1024)]
         return [(1, 1, 128), (1, 4, 128), (1, 1, 512), (1, 4, 512), (1, 16, 256)]
@@ -58,5 +60,6 @@ def suite_cases(name, cells, modes, gpu):
             for mode in modes:
                 cases.append(Case(cell=cell, mode=mode, seq_len=t, batch=b, input_size=h,
                                   hidden_size=h, varlen=name == "varlen",
-                                  state=name == "streaming", suite=name))
+                                  state=name in ("streaming", "cells"),
+                                  step_cell=name == "cells", suite=name))
     return cases
