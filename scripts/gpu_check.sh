@@ -189,6 +189,9 @@ if (( BUILT )) && [ "${GPU_CHECK_EXTRA_BENCH:-1}" = 1 ]; then
   bench_extra batch100 60 --seq-len 100 --batch 100 --hidden-size 512
   bench_extra tf32 90 --suite quick --tf32 on
   bench_extra latency 90 --suite latency
+  # One step per call, where the module's and cells' C++ route (session 17) matters most.
+  bench_extra streaming 60 --suite streaming
+  bench_extra cells 60 --suite cells
   # A/B of the fused forward step: the quick suite with the cuBLAS + pointwise path only.
   FUSED_RNN_CUDA_STEP_KERNEL=0 bench_extra quick_step0 90 --suite quick
   FUSED_RNN_CUDA_STEP_KERNEL=0 bench_extra latency_step0 90 --suite latency
