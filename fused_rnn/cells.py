@@ -9,7 +9,7 @@ import torch
 
 from ._extension import check_device
 from ._no_script import NotScriptable
-from .ops import cell_forward, gru_layer, lstm_layer, module_route_open, state_tuple
+from .ops import cell_forward, eager_states, gru_layer, lstm_layer
 from .rnn_base import current_weights
 
 _CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", None)  # rnn_base._ROLES
@@ -21,9 +21,7 @@ def cell_step(cell, mode, input, hx):
     H = 128). Returns (new states, weights): the states are [] where the cell's Python
     route must run (and raise its errors), which then takes the weights looked up here
     (None if none were: a parametrization runs once per call)."""
-    if type(input) is not torch.Tensor or not module_route_open():
-        return [], None
-    states = state_tuple(hx)
+    states = eager_states(input, hx)
     if states is None:
         return [], None
     weights = current_weights(cell, _CELL_WEIGHTS)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ._extension import check_device
 from ._no_script import NotScriptable
 from ._sequence import to_sequence
-from .ops import module_forward, module_route_open, state_tuple
+from .ops import eager_states, module_forward
 
 _ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
@@ -128,18 +128,17 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
     def forward(self, input, hx=None):
         # Plain tensors in eager mode: the whole forward in one C++ call, which declines
         # (returns []) wherever the Python route below must run or raise an error.
-        if type(input) is torch.Tensor and module_route_open():
-            states = state_tuple(hx)
-            if states is not None:
-                weights = self.flat_layer_weights()
-                out = module_forward(self.mode, input, states, weights, self.num_layers,
-                                     self.bidirectional, self.batch_first, self.dropout,
-                                     self.training, self.input_size, self.hidden_size,
-                                     self.proj_size)
-                if out:
-                    return out[0], out[1] if len(out) == 2 else (out[1], out[2])
-                # Declined: the same weights (a parametrization runs once per call).
-                return self._forward_python(input, hx, weights)
+        states = eager_states(input, hx)
+        if states is not None:
+            weights = self.flat_layer_weights()
+            out = module_forward(self.mode, input, states, weights, self.num_layers,
+                                 self.bidirectional, self.batch_first, self.dropout,
+                                 self.training, self.input_size, self.hidden_size,
+                                 self.proj_size)
+            if out:
+                return out[0], out[1] if len(out) == 2 else (out[1], out[2])
+            # Declined: the same weights (a parametrization runs once per call).
+            return self._forward_python(input, hx, weights)
         return self._forward_python(input, hx)
 
     def _forward_python(self, input, hx, weights=None):

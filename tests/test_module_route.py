@@ -74,7 +74,7 @@ def _run_route(target, x, hx, cpp, monkeypatch):
         calls = _Calls(op)
         m.setattr(where, name, calls)
         if not cpp:
-            m.setattr(where, "module_route_open", lambda: False)
+            m.setattr(where, "eager_states", lambda input, hx: None)
         torch.manual_seed(2)  # the same dropout masks on both routes
         outs, grads = run(target, x, hx)
     return outs, grads, calls
@@ -115,7 +115,7 @@ def test_routes_agree_without_grad_and_in_eval(name, monkeypatch):
     with torch.no_grad():
         cpp = module(x, hx)
         with monkeypatch.context() as m:
-            m.setattr(rnn_base, "module_route_open", lambda: False)
+            m.setattr(rnn_base, "eager_states", lambda input, hx: None)
             py = module(x, hx)
     cpp_flat = [cpp[0], *(cpp[1] if isinstance(cpp[1], tuple) else (cpp[1],))]
     py_flat = [py[0], *(py[1] if isinstance(py[1], tuple) else (py[1],))]
@@ -161,7 +161,7 @@ def test_cpp_route_declines_what_the_python_route_handles(name, case):
 
 
 def test_cpp_route_declines_under_transforms_and_tracing(monkeypatch):
-    """The Python checks (module_route_open) keep the C++ route out of torch.func, forward
+    """The Python checks (ops.eager_states) keep the C++ route out of torch.func, forward
     AD and torch.jit.trace; their results still match torch.nn's (test_func_transforms.py)."""
     module = _module("gru", {})
     x, _ = _inputs(module, False, False)
@@ -287,7 +287,7 @@ def test_returned_tensors_are_views_where_torch_nns_are(name, config, unbatched,
     not be views of ours either. (The output's strides are torch.nn's; whether autograd
     counts it a view differs between torch.nn's own LSTM and GRU with batch_first.)"""
     if not cpp:
-        monkeypatch.setattr(rnn_base, "module_route_open", lambda: False)
+        monkeypatch.setattr(rnn_base, "eager_states", lambda input, hx: None)
     ours = _module(name, config)
     ref = TORCH_MODULES[name](I, H, **MODULES[name][1], **config, dtype=torch.float64)
     x, hx = _inputs(ours, unbatched, True)
