@@ -9,7 +9,8 @@ import torch
 
 import fused_rnn
 from fused_rnn.bench import cli, flops, runner, suites, timing
-from fused_rnn.bench.cases import Case, fused_class, make_state
+from fused_rnn.bench.cases import (Case, flat_outputs, fused_class, make_input, make_modules,
+                                   make_state)
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +75,21 @@ def test_cells_suite_runs_the_cell_modules():
         Case("gru", "inference", 2, 1, 4, 5, step_cell=True)
 
 
+def test_cli_step_cell_custom_case_and_bad_combinations(tmp_path, capsys):
+    j = tmp_path / "r.json"
+    rc = cli.main(["--cell", "rnn_tanh", "--step-cell", "--batch", "3", "--hidden-size", "8",
+                   "--state", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                   "--json", str(j)])
+    assert rc == 0
+    results = json.loads(j.read_text())["results"]
+    assert [(r["step_cell"], r["seq_len"], r["status"]) for r in results] == [
+        (True, 1, "ok"), (True, 1, "ok")]
+    for argv in (["--suite", "cells", "--layers", "2"], ["--step-cell", "--seq-len", "5"],
+                 ["--suite", "cells", "--proj-size", "3"]):
+        with pytest.raises(SystemExit, match="fused-rnn-bench: .*step_cell"):
+            cli.main(argv + ["--device", "cpu"])
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_step_cell_case_times_the_cells(cell, mode, monkeypatch):
@@ -85,6 +101,10 @@ def test_step_cell_case_times_the_cells(cell, mode, monkeypatch):
     assert [tuple(s.shape) for s in states] == [(3, 5)] * (2 if cell == "lstm" else 1)
     r = runner.run_case(case, torch.device("cpu"), torch.float32, 1, 0, 100.0)
     assert r["status"] == "ok" and r["step_cell"] is True and r["tokens"] == 3, r
+    ref, _ = make_modules(case, torch.device("cpu"), torch.float32)
+    x, _ = make_input(case, torch.device("cpu"), torch.float32)
+    got = flat_outputs(ref(x, hx))  # a cell's new states: [h] or [h, c]
+    assert [tuple(t.shape) for t in got] == [(3, 5)] * (2 if cell == "lstm" else 1)
     ours = fused_class(cell, step_cell=True)
     assert ours.__name__.endswith("Cell")
     original = ours.forward

@@ -47,6 +47,9 @@ def parser():
                    "next call does (the streaming suite always does)")
     p.add_argument("--varlen", action="store_true",
                    help="custom case as a PackedSequence of random lengths in [T/4, T]")
+    p.add_argument("--step-cell", action="store_true",
+                   help="custom case through the cell modules (LSTMCell, GRUCell, RNNCell): one "
+                   "step per call, T = 1 (the cells suite always does)")
     p.add_argument("--repeats", type=int, help="timed runs of each (default: 7 CPU, 20 CUDA)")
     p.add_argument("--warmup", type=int, help="untimed runs of each first (default: 2 CPU, 5 CUDA)")
     p.add_argument("--tf32", choices=("off", "on"), default="off",
@@ -64,12 +67,20 @@ def parser():
 
 
 def build_cases(args, gpu):
+    try:
+        return _cases(args, gpu)
+    except ValueError as e:  # a combination no case can be (Case's own check)
+        raise SystemExit(f"fused-rnn-bench: {e}") from None
+
+
+def _cases(args, gpu):
     cells = args.cell or ["lstm", "gru"]
     modes = None if args.mode in (None, "both") else (args.mode,)
-    custom = any(getattr(args, k) is not None for k in _SHAPE_OPTS) or args.varlen
+    custom = (any(getattr(args, k) is not None for k in _SHAPE_OPTS) or args.varlen
+              or args.step_cell)
     if args.suite and custom:
-        raise SystemExit("fused-rnn-bench: --seq-len/--batch/--input-size/--hidden-size/--varlen "
-                         "define a custom case; do not combine them with --suite")
+        raise SystemExit("fused-rnn-bench: --seq-len/--batch/--input-size/--hidden-size/--varlen/"
+                         "--step-cell define a custom case; do not combine them with --suite")
     if args.suite or not custom:
         cases = suite_cases(args.suite or "quick", cells, modes if args.mode != "both" else
                             ("inference", "training"), gpu)
@@ -84,10 +95,11 @@ def build_cases(args, gpu):
             extra["state"] = True
         return [c.with_(**extra) for c in cases]
     H = args.hidden_size or 256
-    return [Case(cell=cell, mode=mode, seq_len=args.seq_len or 100, batch=args.batch or 16,
+    T = args.seq_len or (1 if args.step_cell else 100)
+    return [Case(cell=cell, mode=mode, seq_len=T, batch=args.batch or 16,
                  input_size=args.input_size or H, hidden_size=H, layers=args.layers,
                  bidirectional=args.bidirectional, proj_size=args.proj_size, varlen=args.varlen,
-                 state=args.state)
+                 state=args.state, step_cell=args.step_cell)
             for cell in cells for mode in (modes or ("inference", "training"))]
 
 

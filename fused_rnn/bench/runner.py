@@ -68,7 +68,8 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
     res = dict(case.as_dict(), name=case.name, device=str(device), dtype=str(dtype).replace(
         "torch.", ""), status="ok", note="")
     if fused_class(case.cell, case.step_cell) is None:
-        res.update(status="skipped", note=f"fused_rnn has no {case.cell} module in this build")
+        kind = f"{case.cell} cell" if case.step_cell else case.cell
+        res.update(status="skipped", note=f"fused_rnn has no {kind} module in this build")
         return res
     if case.proj_size and case.cell != "lstm":
         res.update(status="skipped", note="proj_size applies to LSTM only")
