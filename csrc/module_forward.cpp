@@ -59,13 +59,21 @@ bool matches(const Tensor& t, const Tensor& like, at::IntArrayRef sizes) {
          t.sizes() == sizes;
 }
 
+// The module's configuration (torch.nn.RNNBase's attributes of those names; train: training).
+struct ModuleConfig {
+  int64_t num_layers;
+  bool bidirectional, batch_first;
+  double dropout;
+  bool train;
+  int64_t input_size, hidden_size, proj_size;
+};
+
 // What module_forward computes before putting it in the module's forms: the last layer's
 // output [T, B, F] (time-major; B = 1 for unbatched input) and, per state, the final state
 // [B, F] of each (layer, direction) as its layer op returned it.
 struct ModuleRun {
   Tensor output;
   std::vector<std::vector<Tensor>> finals;
-  bool unbatched;
 };
 
 // mode: RNNBase.mode; input: [T, B, I] ([B, T, I] if batch_first) or unbatched [T, I];
@@ -74,16 +82,17 @@ struct ModuleRun {
 // (layer, direction), k = layer * D + direction. std::nullopt where the Python route must
 // run. Errors only from the layer ops, as the Python route raises them (a later layer's
 // weights of another dtype, say, after the first layers ran).
-std::optional<ModuleRun> run_module(std::string_view mode, const Tensor& input,
+std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
                                     at::TensorList hx,
                                     const c10::List<std::optional<Tensor>>& weights,
-                                    int64_t num_layers, bool bidirectional, bool batch_first,
-                                    double dropout, bool train, int64_t input_size,
-                                    int64_t hidden_size, int64_t proj_size) {
+                                    const ModuleConfig& config) {
+  const auto& [num_layers, bidirectional, batch_first, dropout, train, input_size, hidden_size,
+               proj_size] = config;
   Cell cell;
   const int64_t D = bidirectional ? 2 : 1, L = num_layers * D;
-  if (!parse_mode(mode, &cell) || static_cast<int64_t>(weights.size()) != L * kRoles ||
-      L < 1 || !(dropout >= 0 && dropout <= 1))  // F.dropout raises ValueError otherwise
+  if (!parse_mode(std::string_view(mode.data(), mode.size()), &cell) ||
+      static_cast<int64_t>(weights.size()) != L * kRoles || L < 1 ||
+      !(dropout >= 0 && dropout <= 1))  // F.dropout raises ValueError otherwise
     return std::nullopt;
   // Under CUDA autocast the ops' own autograd layer must save what autocast cast
   // (fused_rnn/ops.py, _call).
@@ -159,7 +168,7 @@ std::optional<ModuleRun> run_module(std::string_view mode, const Tensor& input,
       layer_in = at::dropout(layer_in, dropout, /*train=*/true);
   }
 
-  return ModuleRun{layer_in, std::move(finals), unbatched};
+  return ModuleRun{layer_in, std::move(finals)};
 }
 
 }  // namespace
@@ -173,12 +182,14 @@ std::vector<Tensor> module_forward(c10::string_view mode, const Tensor& input,
                                    double dropout, bool train, int64_t input_size,
                                    int64_t hidden_size, int64_t proj_size) {
   const std::optional<ModuleRun> run =
-      run_module(std::string_view(mode.data(), mode.size()), input, hx, weights, num_layers,
-                 bidirectional, batch_first, dropout, train, input_size, hidden_size, proj_size);
+      run_module(mode, input, hx, weights,
+                 {num_layers, bidirectional, batch_first, dropout, train, input_size,
+                  hidden_size, proj_size});
   if (!run.has_value()) return {};
+  const bool unbatched = input.dim() == 2;
   const Tensor& y = run->output;
   std::vector<Tensor> result;
-  result.push_back(run->unbatched ? y.squeeze(1) : batch_first ? y.transpose(0, 1) : y);
+  result.push_back(unbatched ? y.squeeze(1) : batch_first ? y.transpose(0, 1) : y);
   for (const auto& per_layer : run->finals) {
     // One (layer, direction): its [B, F] as [1, B, F] without a copy, and not as a view
     // (torch.nn's h_n is none: h_n.detach_() must work, as in truncated backpropagation).
@@ -186,7 +197,7 @@ std::vector<Tensor> module_forward(c10::string_view mode, const Tensor& input,
                          ? at::_unsafe_view(per_layer[0], {1, per_layer[0].size(0),
                                                            per_layer[0].size(1)})
                          : at::stack(per_layer, 0);
-    result.push_back(run->unbatched ? h.squeeze(1) : h);
+    result.push_back(unbatched ? h.squeeze(1) : h);
   }
   return result;
 }
@@ -206,16 +217,17 @@ std::vector<Tensor> cell_forward(c10::string_view mode, const Tensor& input, at:
     if (!plain(h) || h.dim() != dim) return {};
     states.push_back(h.unsqueeze(0));
   }
-  const std::optional<ModuleRun> run =
-      run_module(std::string_view(mode.data(), mode.size()), input.unsqueeze(0), states,
-                 weights, /*num_layers=*/1, /*bidirectional=*/false, /*batch_first=*/false,
-                 /*dropout=*/0, /*train=*/false, input_size, hidden_size, /*proj_size=*/0);
+  const ModuleConfig one_step{/*num_layers=*/1, /*bidirectional=*/false, /*batch_first=*/false,
+                              /*dropout=*/0, /*train=*/false, input_size, hidden_size,
+                              /*proj_size=*/0};
+  const std::optional<ModuleRun> run = run_module(mode, input.unsqueeze(0), states, weights,
+                                                  one_step);
   if (!run.has_value()) return {};
   // The layer op's own [B, H], not a view of it (as torch.nn's cells); unbatched: [H]
   // (a view, as torch.nn's squeeze).
   std::vector<Tensor> result;
   for (const auto& per_layer : run->finals)
-    result.push_back(run->unbatched ? per_layer[0].squeeze(0) : per_layer[0]);
+    result.push_back(dim == 1 ? per_layer[0].squeeze(0) : per_layer[0]);
   return result;
 }
 
