@@ -3,7 +3,7 @@
 // fused_rnn/rnn_base.py's forward does the same in Python (layers, directions, states,
 // dropout, input forms) and stays the route for everything this one declines: it returns
 // no tensors, before running any layer, wherever the Python route must run (PackedSequence
-// input is not passed here; nested, sparse or symbolic tensors, CUDA autocast, a device
+// input is not passed here; nested, sparse or symbolic tensors, autocast, a device
 // our kernels were not built for) or would reject an argument the module checks itself
 // (input, hx, dropout). The Python route then raises its errors, so they are written once;
 // the layer ops' own errors (a later layer's weights, say) come from the same ops on both
@@ -95,8 +95,10 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
       !(dropout >= 0 && dropout <= 1))  // F.dropout raises ValueError otherwise
     return std::nullopt;
   // Under CUDA autocast the ops' own autograd layer must save what autocast cast
-  // (fused_rnn/ops.py, _call).
-  if (at::autocast::is_autocast_enabled(at::kCUDA)) return std::nullopt;
+  // (fused_rnn/ops.py, _call); under CPU autocast the Python route casts as torch.nn's
+  // modules do, each its own way (fused_rnn/_autocast.py).
+  if (at::autocast::is_autocast_enabled(at::kCUDA) || at::autocast::is_autocast_enabled(at::kCPU))
+    return std::nullopt;
   if (!plain(input)) return std::nullopt;
   const int64_t dim = input.dim();
   if ((dim != 2 && dim != 3) || !input.is_floating_point() || input.size(-1) != input_size ||

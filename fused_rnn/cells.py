@@ -7,6 +7,7 @@ torch's own.
 """
 import torch
 
+from ._autocast import autocast_cast, cpu_autocast_dtype
 from ._extension import check_device
 from ._no_script import NotScriptable
 from .ops import cell_forward, eager_states, gru_layer, lstm_layer
@@ -31,6 +32,19 @@ def cell_step(cell, mode, input, hx):
 def cell_weights(cell, weights):
     """(weight_ih, weight_hh, bias_ih, bias_hh): cell_step's weights, or looked up now."""
     return (weights or current_weights(cell, _CELL_WEIGHTS))[:4]
+
+
+def cpu_autocast_args(input, weights, states, lowers):
+    """Under torch.autocast("cpu"): input, weights and states (sequences) cast to the dtype
+    the cell runs in (lowers: whether torch.nn's cell returns the autocast dtype,
+    _autocast.py); otherwise, or where input is no tensor, all as they are."""
+    run = cpu_autocast_dtype(input, lowers) if isinstance(input, torch.Tensor) else None
+    if run is None:
+        return input, weights, states
+
+    def cast(t):
+        return autocast_cast(t, run) if isinstance(t, torch.Tensor) else t
+    return cast(input), [cast(w) for w in weights], [cast(s) for s in states]
 
 
 class _FusedCellBase(NotScriptable, torch.nn.RNNCellBase):
@@ -86,11 +100,12 @@ class LSTMCell(_FusedCellBase):
         out, weights = cell_step(self, "LSTM", input, hx)
         if out:
             return out[0], out[1]
-        w_ih, w_hh, b_ih, b_hh = cell_weights(self, weights)
         if hx is None:
             hx = (None, None)
         elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors")
+        input, (w_ih, w_hh, b_ih, b_hh), hx = cpu_autocast_args(
+            input, cell_weights(self, weights), hx, lowers=False)
         x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])], w_ih)
         _, h, c = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
@@ -107,7 +122,8 @@ class GRUCell(_FusedCellBase):
         out, weights = cell_step(self, "GRU", input, hx)
         if out:
             return out[0]
-        w_ih, w_hh, b_ih, b_hh = cell_weights(self, weights)
+        input, (w_ih, w_hh, b_ih, b_hh), (hx,) = cpu_autocast_args(
+            input, cell_weights(self, weights), (hx,), lowers=False)
         x, (h0,), batched = self._batched(input, [("hx", hx)], w_ih)
         _, h = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0)
         return h if batched else h.squeeze(0)

@@ -20,6 +20,9 @@ class GRU(FusedRNNBase):
     def state_sizes(self):
         return (self.hidden_size,)
 
+    def cpu_autocast_lowers(self, packed):
+        return False  # torch.nn.GRU's update adds the input-dtype state (_autocast.py)
+
     def run_layer(self, x, w, state, lengths, reverse):
         (h0,) = state
         w_ih, w_hh, b_ih, b_hh, _ = w

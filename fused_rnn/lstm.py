@@ -19,6 +19,10 @@ class LSTM(FusedRNNBase):
     def state_sizes(self):
         return (self.proj_size or self.hidden_size, self.hidden_size)
 
+    def cpu_autocast_lowers(self, packed):
+        # oneDNN's LSTM (padded, no projection) or the projection's linear (_autocast.py).
+        return self.proj_size > 0 or not packed
+
     def run_layer(self, x, w, state, lengths, reverse):
         h0, c0 = state
         y, h_n, c_n = lstm_layer(x, *w, h0, c0, lengths, reverse)

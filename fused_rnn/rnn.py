@@ -35,6 +35,9 @@ class RNN(FusedRNNBase):
     def state_sizes(self):
         return (self.hidden_size,)
 
+    def cpu_autocast_lowers(self, packed):
+        return True  # torch.nn.RNN's state is the sum of two linears (_autocast.py)
+
     def run_layer(self, x, w, state, lengths, reverse):
         (h0,) = state
         # The mode, not self.nonlinearity, is what torch.nn.RNN runs by.

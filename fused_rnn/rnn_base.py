@@ -9,6 +9,7 @@ torch.compile still traces the module (Dynamo refuses instances of torch.nn.LSTM
 import torch
 import torch.nn.functional as F
 
+from ._autocast import autocast_cast, cpu_autocast_dtype
 from ._extension import check_device
 from ._no_script import NotScriptable
 from ._sequence import to_sequence
@@ -47,6 +48,11 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         """Feature size of each state tensor, in order."""
         raise NotImplementedError
 
+    def cpu_autocast_lowers(self, packed):
+        """Whether torch.nn's module returns the autocast dtype under torch.autocast("cpu")
+        (packed: the input is a PackedSequence); _autocast.py."""
+        raise NotImplementedError
+
     def run_layer(self, x, weights, state, lengths, reverse):
         """One layer, one direction: x [T, B, I], weights (5 of flat_layer_weights), state
         sequence of [B, F] → (y [T, B, F_out], final state tuple)."""
@@ -70,10 +76,10 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
 
     # --------------------------------------------------------------- states
 
-    def _initial_states(self, seq, hx):
+    def _initial_states(self, seq, hx, run_dtype=None):
         """Per state, what indexing by k = layer * D + direction gives that layer's [B, F]
         initial state: the checked user tensor [L*D, B, F], or a list holding one tensor
-        of zeros L*D times."""
+        of zeros L*D times. run_dtype: where CPU autocast sets the dtype, hx cast to it."""
         L = self.num_layers * (2 if self.bidirectional else 1)
         ref = seq.x
         B = ref.shape[1]
@@ -97,7 +103,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
                                    f"got {s.dim()}-D with shape {list(s.shape)}")
         out = []
         for s_name, s, shape in zip(self.state_names, states, shapes):
-            s = seq.state_in(s)
+            s = seq.state_in(s if run_dtype is None else autocast_cast(s, run_dtype))
             if tuple(s.shape) != shape:
                 want = shape if not seq.unbatched else (shape[0], shape[2])
                 got = list(s.shape) if not seq.unbatched else [s.shape[0], s.shape[2]]
@@ -110,7 +116,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
 
     def _check_weights(self, x, w):
         """x: the time-major input; w: the first layer's weight_ih."""
-        # Under autocast the ops cast their arguments themselves (as torch.nn's do).
+        # Under CUDA autocast the ops cast their arguments themselves (as torch.nn's do).
         if x.dtype != w.dtype and not (x.is_cuda and torch.is_autocast_enabled("cuda")):
             raise ValueError(f"{type(self).__name__}: input dtype ({x.dtype}) does not match weight "
                              f"dtype ({w.dtype}). Convert input: input.to({w.dtype}), or convert "
@@ -146,13 +152,18 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         weights: flat_layer_weights() where the caller has them already."""
         name = type(self).__name__
         seq = to_sequence(name, input, self.batch_first, self.input_size)
-        x = seq.x
         if weights is None:
             weights = self.flat_layer_weights()
+        input_dtype = seq.x.dtype
+        run_dtype = cpu_autocast_dtype(seq.x, self.cpu_autocast_lowers(seq.lengths is not None))
+        if run_dtype is not None:
+            seq.x = autocast_cast(seq.x, run_dtype)
+            weights = [autocast_cast(w, run_dtype) for w in weights]
+        x = seq.x
         self._check_weights(x, weights[0])
         if x.shape[0] == 0:  # as torch.nn does
             raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
-        states = self._initial_states(seq, hx)
+        states = self._initial_states(seq, hx, run_dtype)
         D = 2 if self.bidirectional else 1
         finals = []  # per (layer, direction), its tuple of final states
         layer_in = x
@@ -172,4 +183,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         # A stack even of one (layer, direction): a copy, not a view, as torch.nn's h_n
         # (h_n.detach_() must work); module_forward does the same without the copy.
         final_states = [seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals)]
+        if run_dtype is not None and self.proj_size > 0:
+            # torch.nn's projected LSTM keeps c in the input's dtype under CPU autocast.
+            final_states[1] = final_states[1].to(input_dtype)
         return output, tuple(final_states) if len(final_states) > 1 else final_states[0]

@@ -2,7 +2,7 @@
 import torch
 
 from ._no_script import NotScriptable
-from .cells import cell_step, cell_weights
+from .cells import cell_step, cell_weights, cpu_autocast_args
 from .ops import rnn_layer
 
 _MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
@@ -39,6 +39,8 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
             raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        input, (w_ih, w_hh, b_ih, b_hh), (hx,) = cpu_autocast_args(
+            input, cell_weights(self, weights), (hx,), lowers=True)
         is_batched = input.dim() == 2
         if not is_batched:
             input = input.unsqueeze(0)
@@ -47,7 +49,6 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
                              device=input.device)
         elif not is_batched:
             hx = hx.unsqueeze(0)
-        w_ih, w_hh, b_ih, b_hh = cell_weights(self, weights)
         self._check(input, hx, w_ih)
         _, h = rnn_layer(input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, hx, None, False,
                          self.nonlinearity)

@@ -1,0 +1,41 @@
+"""torch.autocast("cpu") for the modules and cells: the dtypes torch.nn's return there.
+
+torch.nn's recurrent modules have no autocast rule of their own on the CPU; what they return
+follows from how ATen runs each (measured with torch 2.13 and 2.14, float32 module and input,
+tests/test_cpu_autocast.py):
+- LSTM on padded input without projection runs oneDNN's LSTM, which autocast casts: output,
+  h_n and c_n in the autocast dtype;
+- LSTM with a projection: output and h_n in the autocast dtype (the projection is a linear),
+  c_n in the input's dtype;
+- LSTM on a PackedSequence without projection, GRU, LSTMCell, GRUCell: the input's dtype (their
+  products run in the autocast dtype, but adding the state in promotes back);
+- RNN and RNNCell: the autocast dtype.
+Ours run the whole layer in the dtype torch.nn returns (the CPU kernels compute bfloat16 and
+float16 in float32 either way), so the modules that torch.nn keeps in float32 keep their
+products in float32 too, a little more accurate than torch.nn's. The C++ module route declines
+under autocast (csrc/module_forward.cpp) and the Python route calls these.
+"""
+import torch
+
+# What autocast casts: floating point, but not float64.
+_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def cpu_autocast_dtype(x, lowers):
+    """The dtype a module with input x runs in under torch.autocast("cpu"), or None when not
+    under it (or x is not on the CPU). lowers: whether torch.nn's module returns the autocast
+    dtype for this input."""
+    if not x.is_cpu or not torch.is_autocast_enabled("cpu"):
+        return None
+    if lowers and x.dtype in _ELIGIBLE:
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
+
+
+def autocast_cast(t, dtype):
+    """t in dtype where autocast would cast it (both floating, neither float64), else t
+    (None stays None; a float64 mismatch is left for the dtype checks to report). A
+    differentiable cast: gradients return in t's dtype, as under torch.nn."""
+    if t is None or t.dtype == dtype or dtype not in _ELIGIBLE or t.dtype not in _ELIGIBLE:
+        return t
+    return t.to(dtype)
