@@ -224,3 +224,48 @@ def test_plot_writes_png(tmp_path):
     assert cli.main(["--cell", "lstm", "--seq-len", "4", "--batch", "2", "--hidden-size", "4",
                      "--repeats", "1", "--device", "cpu", "--plot", str(p)]) == 0
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_autocast_runs_both_forwards_under_autocast(tmp_path, monkeypatch):
+    """--autocast: both forwards under torch.autocast (the torch.nn LSTM returns bfloat16
+    there, so a run outside autocast would compare float32 with float32 and not notice), the
+    environment and header say so, and an implementation whose output dtype differs is a
+    mismatch, not timed."""
+    seen = []
+    real = runner._forward
+
+    def spy(module, inp, hx, grad_out=None, autocast=None):
+        out = real(module, inp, hx, grad_out, autocast)
+        seen.append((type(module).__module__.split(".")[0], flat_outputs(out)[0].dtype))
+        return out
+
+    monkeypatch.setattr(runner, "_forward", spy)
+    j, m = tmp_path / "r.json", tmp_path / "r.md"
+    rc = cli.main(["--cell", "lstm", "--cell", "gru", "--seq-len", "5", "--batch", "2",
+                   "--hidden-size", "8", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                   "--autocast", "--json", str(j), "--markdown", str(m)])
+    assert rc == 0
+    data = json.loads(j.read_text())
+    assert data["environment"]["autocast"] == "bfloat16"
+    assert all(r["status"] == "ok" for r in data["results"]), data["results"]
+    assert "autocast bfloat16" in m.read_text()
+    lstm_dtypes = {d for mod, d in seen[:2]}  # the LSTM inference case's parity check
+    assert lstm_dtypes == {torch.bfloat16}
+    assert ("torch", torch.bfloat16) in seen and ("fused_rnn", torch.bfloat16) in seen
+    assert ("torch", torch.float32) in seen  # torch.nn's GRU returns float32 under autocast
+
+    class Float32LSTM(fused_rnn.LSTM):  # ignores autocast: returns float32
+        def forward(self, input, hx=None):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(input, hx)
+
+    monkeypatch.setattr(fused_rnn, "LSTM", Float32LSTM)
+    r = runner.run_case(Case("lstm", "inference", 4, 2, 4, 4), torch.device("cpu"),
+                        torch.float32, 1, 0, 100.0, autocast=True)
+    assert r["status"] == "mismatch" and "dtypes differ" in r["note"]
+
+
+def test_cli_autocast_needs_float32():
+    with pytest.raises(SystemExit, match="--autocast"):
+        cli.main(["--cell", "lstm", "--seq-len", "2", "--batch", "1", "--hidden-size", "2",
+                  "--device", "cpu", "--autocast", "--dtype", "float64"])

@@ -10,7 +10,7 @@ from . import report, timing
 from .cases import CELLS, Case, fused_class
 from .environment import environment
 from .progress import Progress
-from .runner import run_case
+from .runner import autocast_dtype, run_case
 from .suites import DESCRIPTIONS, SUITES, suite_cases
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
@@ -56,6 +56,10 @@ def parser():
                    help="CUDA float32: TF32 in both implementations' GEMMs or in neither "
                         "(torch.backends.cudnn.allow_tf32 and cuda.matmul.allow_tf32; default "
                         "off, since cuDNN's default is on and ours follows matmul's, off)")
+    p.add_argument("--autocast", action="store_true",
+                   help="run both implementations' forward under torch.autocast(device) (its "
+                        "default dtype: bfloat16 on CPU, float16 on CUDA), the modules and "
+                        "input staying in --dtype (float32); the backward runs outside it")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write results and environment as JSON")
@@ -110,6 +114,9 @@ def _validate(args):
             raise SystemExit(f"fused-rnn-bench: --{k.replace('_', '-')} must be >= 1, got {v}")
     if args.proj_size < 0 or args.warmup is not None and args.warmup < 0:
         raise SystemExit("fused-rnn-bench: --proj-size and --warmup must be >= 0")
+    if args.autocast and args.dtype != "float32":
+        raise SystemExit(f"fused-rnn-bench: --autocast runs float32 modules under autocast; "
+                         f"got --dtype {args.dtype}")
     # Output folders and the plot's matplotlib are checked before minutes of timing, not after.
     if args.plot:
         try:
@@ -154,16 +161,20 @@ def main(argv=None):
             kind = f"{cell} cell" if step_cell else cell
             print(f"note: fused_rnn has no module for {kind} in this build; its cases are skipped")
 
-    peak = timing.gemm_peak_gflops(device, dtype)
+    # Under autocast the products run in the autocast dtype: its GEMM peak is the ceiling.
+    gemm_dtype = autocast_dtype(device) if args.autocast else dtype
+    peak = timing.gemm_peak_gflops(device, gemm_dtype)
     env = environment(device, dtype, peak)
-    env["tf32"] = args.tf32 if gpu and dtype == torch.float32 else "n/a"
-    print(f"{env['device_model']} ({device}, {env['threads']} threads): measured {args.dtype} "
-          f"GEMM peak {peak:.0f} GFLOP/s", flush=True)
+    env["tf32"] = args.tf32 if gpu and dtype == torch.float32 and not args.autocast else "n/a"
+    env["autocast"] = str(gemm_dtype).replace("torch.", "") if args.autocast else "off"
+    print(f"{env['device_model']} ({device}, {env['threads']} threads): measured "
+          f"{str(gemm_dtype).replace('torch.', '')} GEMM peak {peak:.0f} GFLOP/s", flush=True)
     progress = Progress(len(cases), enabled=not args.no_progress)
     results = []
     for case in cases:
         try:
-            r = run_case(case, device, dtype, repeats, warmup, peak, seed=args.seed)
+            r = run_case(case, device, dtype, repeats, warmup, peak, seed=args.seed,
+                         autocast=args.autocast)
         except Exception as err:  # one broken case must not lose the others' results
             r = dict(case.as_dict(), name=case.name, device=str(device), dtype=args.dtype,
                      status="error", note=f"{type(err).__name__}: {err}")

@@ -37,7 +37,9 @@ def markdown(results, env):
         f"fused_rnn {env['fused_rnn_version']} ({env['fused_rnn_commit'] or 'no git'}) vs "
         f"torch {env['torch_version']} on {env['device_model']} ({env['device']}, "
         f"{env['threads']} threads, {env['dtype']}"
-        f"{', TF32 ' + env['tf32'] if env.get('tf32', 'n/a') != 'n/a' else ''}); measured GEMM peak "
+        f"{', TF32 ' + env['tf32'] if env.get('tf32', 'n/a') != 'n/a' else ''}"
+        f"{', autocast ' + env['autocast'] if env.get('autocast', 'off') != 'off' else ''}"
+        f"); measured GEMM peak "
         f"{env['gemm_peak_gflops']:.0f} GFLOP/s",
         "",
         "| " + " | ".join(h for h, _, _ in cols) + " |",

@@ -1,5 +1,9 @@
 """One case: build both modules on the same weights, check that they agree, then time them
-interleaved and derive tokens/s, GFLOP/s and the fraction of the measured GEMM peak."""
+interleaved and derive tokens/s, GFLOP/s and the fraction of the measured GEMM peak.
+With autocast, both modules' forward runs under torch.autocast(device) (never the backward,
+as torch's autocast documentation asks)."""
+import contextlib
+
 import torch
 
 from . import timing
@@ -13,37 +17,47 @@ TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 5e-2,
              torch.bfloat16: 5e-2}
 
 
-def _forward(module, inp, hx, grad_out=None):
-    out = module(inp, hx)
+def autocast_dtype(device):
+    """The dtype torch.autocast(device) runs its lower-precision ops in."""
+    return torch.get_autocast_dtype(device.type)
+
+
+def _forward(module, inp, hx, grad_out=None, autocast=None):
+    """autocast: None, or the device type whose autocast the forward runs under."""
+    with torch.autocast(autocast) if autocast else contextlib.nullcontext():
+        out = module(inp, hx)
     if grad_out is not None:
         torch.autograd.backward(output_tensor(out), grad_out)
     return out
 
 
-def _compared(case, module, inp, hx, grad_out):
+def _compared(case, module, inp, hx, grad_out, autocast):
     """Outputs (and in training, dL/dx and every parameter gradient) in a fixed order."""
     if case.mode == "inference":
         with torch.no_grad():
-            return flat_outputs(module(inp, hx))
+            return flat_outputs(_forward(module, inp, hx, autocast=autocast))
     inp = with_grad(inp)
     module.zero_grad(set_to_none=True)
-    out = _forward(module, inp, hx, grad_out)
+    out = _forward(module, inp, hx, grad_out, autocast)
     leaf = inp.data if hasattr(inp, "batch_sizes") else inp
     grads = [leaf.grad] + [p.grad for _, p in sorted(module.named_parameters())]
     return [t.detach() for t in flat_outputs(out)] + grads
 
 
-def check_parity(case, ref, ours, inp, hx, grad_out, dtype):
-    """(max abs difference, agrees) between the two implementations."""
-    a = _compared(case, ref, inp, hx, grad_out)
-    b = _compared(case, ours, inp, hx, grad_out)
+def check_parity(case, ref, ours, inp, hx, grad_out, dtype, autocast=None):
+    """(max abs difference, agrees) between the two implementations; under autocast
+    (autocast: the device type) their outputs must also have the same dtypes."""
+    a = _compared(case, ref, inp, hx, grad_out, autocast)
+    b = _compared(case, ours, inp, hx, grad_out, autocast)
     worst_abs, ok = 0.0, True
     tol = TOLERANCE.get(dtype, 1e-3)
+    if autocast and dtype != torch.float64:
+        tol = max(tol, TOLERANCE[autocast_dtype(torch.device(autocast))])
     for x, y in zip(a, b):
         if x is None or y is None:
             ok = ok and x is None and y is None
             continue
-        if x.shape != y.shape:
+        if x.shape != y.shape or x.dtype != y.dtype:
             return float("inf"), False
         d = (x.double() - y.double()).abs().max().item() if x.numel() else 0.0
         scale = max(1.0, x.double().abs().max().item() if x.numel() else 0.0)
@@ -63,8 +77,10 @@ def _peak_memory_mb(fn, device):
     return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
 
 
-def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
-    """A result dict: the case, status ("ok", "mismatch", "skipped", "error"), and timings."""
+def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0, autocast=False):
+    """A result dict: the case, status ("ok", "mismatch", "skipped", "error"), and timings.
+    autocast: run both modules' forward under torch.autocast(device.type)."""
+    amp = device.type if autocast else None
     res = dict(case.as_dict(), name=case.name, device=str(device), dtype=str(dtype).replace(
         "torch.", ""), status="ok", note="")
     if fused_class(case.cell, case.step_cell) is None:
@@ -80,14 +96,15 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
     grad_out = None
     if case.mode == "training":
         with torch.no_grad():
-            shape = output_tensor(ref(inp, hx)).shape
+            shape = output_tensor(_forward(ref, inp, hx, autocast=amp)).shape
         g = torch.Generator().manual_seed(seed + 3)
         grad_out = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
 
-    diff, ok = check_parity(case, ref, ours, inp, hx, grad_out, dtype)
+    diff, ok = check_parity(case, ref, ours, inp, hx, grad_out, dtype, amp)
     res["max_abs_diff"] = diff
     if not ok:
-        res.update(status="mismatch", note=f"outputs/gradients differ by {diff:.3g}: not timed")
+        what = "output dtypes differ" if diff == float("inf") else f"differ by {diff:.3g}"
+        res.update(status="mismatch", note=f"outputs/gradients {what}: not timed")
         return res
 
     # A varlen case also times our own run on the padded batch (same T and B): packed
@@ -101,7 +118,7 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
         def make(m, x):
             def fn():
                 with torch.no_grad():
-                    m(x, hx)
+                    _forward(m, x, hx, autocast=amp)
             return fn
         fns = [make(m, x) for m, x in zip(mods, inps)]
         before = None
@@ -110,8 +127,10 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0):
         grads = [grad_out, grad_out]
         if case.varlen:
             with torch.no_grad():
-                grads.append(torch.randn_like(output_tensor(ours(inps[2], hx))))
-        fns = [(lambda m=m, x=x, g=g: _forward(m, x, hx, g)) for m, x, g in zip(mods, inps, grads)]
+                grads.append(torch.randn_like(output_tensor(_forward(ours, inps[2], hx,
+                                                                     autocast=amp))))
+        fns = [(lambda m=m, x=x, g=g: _forward(m, x, hx, g, amp))
+               for m, x, g in zip(mods, inps, grads)]
 
         def before(i):  # fresh gradients, outside the timed region
             mods[i].zero_grad(set_to_none=True)
