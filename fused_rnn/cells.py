@@ -7,7 +7,7 @@ torch's own.
 """
 import torch
 
-from ._autocast import autocast_cast, cpu_autocast_dtype
+from ._autocast import autocast_cast, cpu_autocast_dtypes
 from ._extension import check_device
 from ._no_script import NotScriptable
 from .ops import cell_forward, eager_states, gru_layer, lstm_layer
@@ -35,16 +35,23 @@ def cell_weights(cell, weights):
 
 
 def cpu_autocast_args(input, weights, states, lowers):
-    """Under torch.autocast("cpu"): input, weights and states (sequences) cast to the dtype
-    the cell runs in (lowers: whether torch.nn's cell returns the autocast dtype,
-    _autocast.py); otherwise, or where input is no tensor, all as they are."""
-    run = cpu_autocast_dtype(input, lowers) if isinstance(input, torch.Tensor) else None
-    if run is None:
-        return input, weights, states
+    """(input, weights, states, result dtype): under torch.autocast("cpu"), input, weights
+    and states (sequences) cast to the dtype the cell computes in, and the dtype its new
+    state must be returned in (lowers: whether torch.nn's cell returns the autocast dtype;
+    _autocast.py); otherwise, or where input is no tensor, all as they are and None."""
+    amp = cpu_autocast_dtypes(input, lowers) if isinstance(input, torch.Tensor) else None
+    if amp is None:
+        return input, weights, states, None
+    run, result = amp
 
     def cast(t):
         return autocast_cast(t, run) if isinstance(t, torch.Tensor) else t
-    return cast(input), [cast(w) for w in weights], [cast(s) for s in states]
+    return cast(input), [cast(w) for w in weights], [cast(s) for s in states], result
+
+
+def as_result(states, dtype):
+    """A cell's new states in dtype (cpu_autocast_args' result dtype; None: as they are)."""
+    return states if dtype is None else tuple(s.to(dtype) for s in states)
 
 
 class _FusedCellBase(NotScriptable, torch.nn.RNNCellBase):
@@ -104,11 +111,11 @@ class LSTMCell(_FusedCellBase):
             hx = (None, None)
         elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors")
-        input, (w_ih, w_hh, b_ih, b_hh), hx = cpu_autocast_args(
+        input, (w_ih, w_hh, b_ih, b_hh), hx, result = cpu_autocast_args(
             input, cell_weights(self, weights), hx, lowers=False)
         x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])], w_ih)
         _, h, c = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0)
-        return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+        return as_result((h, c) if batched else (h.squeeze(0), c.squeeze(0)), result)
 
 
 class GRUCell(_FusedCellBase):
@@ -122,8 +129,8 @@ class GRUCell(_FusedCellBase):
         out, weights = cell_step(self, "GRU", input, hx)
         if out:
             return out[0]
-        input, (w_ih, w_hh, b_ih, b_hh), (hx,) = cpu_autocast_args(
+        input, (w_ih, w_hh, b_ih, b_hh), (hx,), result = cpu_autocast_args(
             input, cell_weights(self, weights), (hx,), lowers=False)
         x, (h0,), batched = self._batched(input, [("hx", hx)], w_ih)
         _, h = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0)
-        return h if batched else h.squeeze(0)
+        return as_result((h if batched else h.squeeze(0),), result)[0]

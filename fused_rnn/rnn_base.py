@@ -9,7 +9,7 @@ torch.compile still traces the module (Dynamo refuses instances of torch.nn.LSTM
 import torch
 import torch.nn.functional as F
 
-from ._autocast import autocast_cast, cpu_autocast_dtype
+from ._autocast import autocast_cast, cpu_autocast_dtypes
 from ._extension import check_device
 from ._no_script import NotScriptable
 from ._sequence import to_sequence
@@ -79,7 +79,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
     def _initial_states(self, seq, hx, run_dtype=None):
         """Per state, what indexing by k = layer * D + direction gives that layer's [B, F]
         initial state: the checked user tensor [L*D, B, F], or a list holding one tensor
-        of zeros L*D times. run_dtype: where CPU autocast sets the dtype, hx cast to it."""
+        of zeros L*D times. run_dtype: under CPU autocast, the dtype hx is cast to."""
         L = self.num_layers * (2 if self.bidirectional else 1)
         ref = seq.x
         B = ref.shape[1]
@@ -155,8 +155,10 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         if weights is None:
             weights = self.flat_layer_weights()
         input_dtype = seq.x.dtype
-        run_dtype = cpu_autocast_dtype(seq.x, self.cpu_autocast_lowers(seq.lengths is not None))
-        if run_dtype is not None:
+        amp = cpu_autocast_dtypes(seq.x, self.cpu_autocast_lowers(seq.lengths is not None))
+        run_dtype = None
+        if amp is not None:
+            run_dtype, result_dtype = amp
             seq.x = autocast_cast(seq.x, run_dtype)
             weights = [autocast_cast(w, run_dtype) for w in weights]
         x = seq.x
@@ -179,11 +181,16 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
+        if amp is not None:
+            layer_in = layer_in.to(result_dtype)
         output = seq.output(layer_in)
         # A stack even of one (layer, direction): a copy, not a view, as torch.nn's h_n
         # (h_n.detach_() must work); module_forward does the same without the copy.
         final_states = [seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals)]
-        if run_dtype is not None and self.proj_size > 0:
+        if amp is not None:
             # torch.nn's projected LSTM keeps c in the input's dtype under CPU autocast.
-            final_states[1] = final_states[1].to(input_dtype)
+            dtypes = [result_dtype] * len(final_states)
+            if self.proj_size > 0:
+                dtypes[1] = input_dtype
+            final_states = [s.to(d) for s, d in zip(final_states, dtypes)]
         return output, tuple(final_states) if len(final_states) > 1 else final_states[0]
