@@ -3,7 +3,7 @@
 // fused_rnn/rnn_base.py's forward does the same in Python (layers, directions, states,
 // dropout, input forms) and stays the route for everything this one declines: it returns
 // no tensors, before running any layer, wherever the Python route must run (PackedSequence
-// input is not passed here; nested, sparse or symbolic tensors, autocast, a device
+// input is not passed here; nested, sparse or symbolic tensors, CUDA autocast, a device
 // our kernels were not built for) or would reject an argument the module checks itself
 // (input, hx, dropout). The Python route then raises its errors, so they are written once;
 // the layer ops' own errors (a later layer's weights, say) come from the same ops on both
@@ -59,6 +59,26 @@ bool matches(const Tensor& t, const Tensor& like, at::IntArrayRef sizes) {
          t.sizes() == sizes;
 }
 
+// Whether a call on this input runs under torch.autocast("cpu"). There the layers compute
+// float32 input in float32 (hx in bfloat16 or float16, as an earlier call under autocast
+// returned it, is cast up) and module_forward / cell_forward round the results to the
+// dtypes torch.nn's modules return (fused_rnn/_autocast.py, which the Python route calls,
+// has the table); other input dtypes take the Python route.
+bool cpu_autocast(const Tensor& input) {
+  return input.is_cpu() && at::autocast::is_autocast_enabled(at::kCPU);
+}
+
+// What autocast casts: floating point, but not float64.
+bool autocast_eligible(const Tensor& t) {
+  const auto dt = t.scalar_type();
+  return dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf;
+}
+
+// t in the autocast dtype where `lower` (differentiable: gradients come back in float32).
+Tensor autocast_result(const Tensor& t, bool lower) {
+  return lower ? t.to(at::autocast::get_autocast_dtype(at::kCPU)) : t;
+}
+
 // The module's configuration (torch.nn.RNNBase's attributes of those names; train: training).
 struct ModuleConfig {
   int64_t num_layers;
@@ -95,10 +115,10 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
       !(dropout >= 0 && dropout <= 1))  // F.dropout raises ValueError otherwise
     return std::nullopt;
   // Under CUDA autocast the ops' own autograd layer must save what autocast cast
-  // (fused_rnn/ops.py, _call); under CPU autocast the Python route casts as torch.nn's
-  // modules do, each its own way (fused_rnn/_autocast.py).
-  if (at::autocast::is_autocast_enabled(at::kCUDA) || at::autocast::is_autocast_enabled(at::kCPU))
-    return std::nullopt;
+  // (fused_rnn/ops.py, _call).
+  if (at::autocast::is_autocast_enabled(at::kCUDA)) return std::nullopt;
+  const bool amp = cpu_autocast(input);
+  if (amp && input.scalar_type() != at::kFloat) return std::nullopt;
   if (!plain(input)) return std::nullopt;
   const int64_t dim = input.dim();
   if ((dim != 2 && dim != 3) || !input.is_floating_point() || input.size(-1) != input_size ||
@@ -128,8 +148,9 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
     for (size_t s = 0; s < hx.size(); ++s) {
       const std::vector<int64_t> want = unbatched ? std::vector<int64_t>{L, features[s]}
                                                   : std::vector<int64_t>{L, B, features[s]};
-      if (!matches(hx[s], input, want)) return std::nullopt;
-      states.push_back(unbatched ? hx[s].unsqueeze(1) : hx[s]);
+      const Tensor h = amp && autocast_eligible(hx[s]) ? hx[s].to(at::kFloat) : hx[s];
+      if (!matches(h, input, want)) return std::nullopt;
+      states.push_back(unbatched ? h.unsqueeze(1) : h);
     }
   }
   // State s's initial value for (layer, direction) k.
@@ -188,11 +209,17 @@ std::vector<Tensor> module_forward(c10::string_view mode, const Tensor& input,
                  {num_layers, bidirectional, batch_first, dropout, train, input_size,
                   hidden_size, proj_size});
   if (!run.has_value()) return {};
+  // Under CPU autocast torch.nn's LSTM and RNN return the autocast dtype, its GRU float32,
+  // and a projected LSTM's c_n float32.
+  const bool amp = cpu_autocast(input), lower = amp && mode != "GRU";
   const bool unbatched = input.dim() == 2;
-  const Tensor& y = run->output;
+  const Tensor y = autocast_result(run->output, lower);
   std::vector<Tensor> result;
   result.push_back(unbatched ? y.squeeze(1) : batch_first ? y.transpose(0, 1) : y);
-  for (const auto& per_layer : run->finals) {
+  for (const auto& per_layer_run : run->finals) {
+    const bool lower_state = lower && !(result.size() == 2 && proj_size > 0);  // c_n
+    std::vector<Tensor> per_layer;
+    for (const Tensor& f : per_layer_run) per_layer.push_back(autocast_result(f, lower_state));
     // One (layer, direction): its [B, F] as [1, B, F] without a copy, and not as a view
     // (torch.nn's h_n is none: h_n.detach_() must work, as in truncated backpropagation).
     const Tensor h = per_layer.size() == 1
@@ -225,11 +252,16 @@ std::vector<Tensor> cell_forward(c10::string_view mode, const Tensor& input, at:
   const std::optional<ModuleRun> run = run_module(mode, input.unsqueeze(0), states, weights,
                                                   one_step);
   if (!run.has_value()) return {};
+  // Under CPU autocast torch.nn's RNNCell returns the autocast dtype, its LSTMCell and
+  // GRUCell float32.
+  const bool lower = cpu_autocast(input) && (mode == "RNN_TANH" || mode == "RNN_RELU");
   // The layer op's own [B, H], not a view of it (as torch.nn's cells); unbatched: [H]
   // (a view, as torch.nn's squeeze).
   std::vector<Tensor> result;
-  for (const auto& per_layer : run->finals)
-    result.push_back(dim == 1 ? per_layer[0].squeeze(0) : per_layer[0]);
+  for (const auto& per_layer : run->finals) {
+    const Tensor h = autocast_result(per_layer[0], lower);
+    result.push_back(dim == 1 ? h.squeeze(0) : h);
+  }
   return result;
 }
 

@@ -12,9 +12,10 @@ tests/test_cpu_autocast.py):
 - RNN and RNNCell: the autocast dtype.
 Ours compute in float32 and round the results to the dtypes torch.nn returns: the CPU kernels
 compute bfloat16 and float16 in float32 anyway, so casting the weights down on every call
-would only cost time (2x at B = 1, H = 256, T = 100) and round away precision. The C++
-module route declines under autocast (csrc/module_forward.cpp) and the Python route calls
-these.
+would only cost time (2x at B = 1, H = 256, T = 100) and round away precision. The Python
+route calls these; the C++ module route (csrc/module_forward.cpp) does the same for float32
+input and sends other input dtypes here (tests/test_module_route.py: both routes agree bit
+for bit under autocast).
 """
 import torch
 

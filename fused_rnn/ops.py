@@ -96,8 +96,8 @@ def eager_states(input, hx):
     None), or None where the module or cell must take its Python route: input not a plain
     tensor, hx not a tensor or two, or a call that must reach the layer ops through _call
     (torch.compile, forward-mode AD, a torch.func transform, torch.jit.trace; the ops
-    themselves decline under CUDA or CPU autocast). One function for all of it: each Python
-    call costs 1-3 us on a one-step call made after torch.nn's (3-9% of the call, measured)."""
+    themselves decline under CUDA autocast). One function for all of it: each Python call
+    costs 1-3 us on a one-step call made after torch.nn's (3-9% of the call, measured)."""
     if type(input) is not torch.Tensor or (
             torch.compiler.is_compiling() or _forward_ad._current_level >= 0
             or _peek_interpreter() is not None or torch._C._get_tracing_state() is not None):

@@ -1,5 +1,7 @@
 """Shared helpers: run a torch.nn module and its fused_rnn twin on the same weights and
 inputs, and compare outputs, final states and every gradient."""
+import contextlib
+
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
@@ -30,14 +32,16 @@ def _leaves(x):
     return [x] if isinstance(x, torch.Tensor) else []
 
 
-def run(module, inp, hx, seed=1234):
-    """Forward, then backward of a random linear function of every output tensor.
-    Returns (output tensors, gradients of [input data, *hx tensors, *parameters])."""
+def run(module, inp, hx, seed=1234, autocast=None):
+    """Forward (under torch.autocast(autocast) if given), then backward of a random linear
+    function of every output tensor. Returns (output tensors, gradients of [input data,
+    *hx tensors, *parameters])."""
     inputs = [t for t in _leaves(inp) + _leaves(hx)]
     for t in inputs:
         t.grad = None
     module.zero_grad(set_to_none=True)
-    out = module(inp) if hx is None else module(inp, hx)
+    with torch.autocast(autocast) if autocast else contextlib.nullcontext():
+        out = module(inp) if hx is None else module(inp, hx)
     outs = _leaves(out)
     gen = torch.Generator().manual_seed(seed)
     loss = sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum()

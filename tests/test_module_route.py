@@ -63,9 +63,9 @@ class _Calls:
         return out
 
 
-def _run_route(target, x, hx, cpp, monkeypatch):
+def _run_route(target, x, hx, cpp, monkeypatch, autocast=None):
     """run() of a module or cell through the C++ route (cpp) or the Python route, counting
-    the C++ op's calls."""
+    the C++ op's calls; the forward under torch.autocast(autocast) if given."""
     if isinstance(target, torch.nn.RNNCellBase):
         where, name, op = cells, "cell_forward", cell_forward
     else:
@@ -76,25 +76,25 @@ def _run_route(target, x, hx, cpp, monkeypatch):
         if not cpp:
             m.setattr(where, "eager_states", lambda input, hx: None)
         torch.manual_seed(2)  # the same dropout masks on both routes
-        outs, grads = run(target, x, hx)
+        outs, grads = run(target, x, hx, autocast=autocast)
     return outs, grads, calls
 
 
-def _assert_routes_agree(target, x, hx, monkeypatch):
-    """Both routes: the same outputs (and strides) and gradients, bit for bit; the C++ route
-    taken, the Python route without calling the C++ op."""
-    cpp_outs, cpp_grads, cpp_calls = _run_route(target, x, hx, True, monkeypatch)
-    py_outs, py_grads, py_calls = _run_route(target, x, hx, False, monkeypatch)
+def _assert_routes_agree(target, x, hx, monkeypatch, autocast=None):
+    """Both routes: the same outputs (and dtypes and strides) and gradients, bit for bit;
+    the C++ route taken, the Python route without calling the C++ op."""
+    cpp_outs, cpp_grads, cpp_calls = _run_route(target, x, hx, True, monkeypatch, autocast)
+    py_outs, py_grads, py_calls = _run_route(target, x, hx, False, monkeypatch, autocast)
     assert (cpp_calls.calls, cpp_calls.declined) == (1, 0), "the C++ route was not taken"
     assert py_calls.calls == 0
     assert len(cpp_outs) == len(py_outs)
     for a, b in zip(cpp_outs, py_outs):
-        assert a.shape == b.shape and a.stride() == b.stride()
+        assert a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
         assert torch.equal(a, b)
     assert len(cpp_grads) == len(py_grads)
     for a, b in zip(cpp_grads, py_grads):
         assert (a is None) == (b is None)
-        assert a is None or torch.equal(a, b)
+        assert a is None or (torch.equal(a, b) and a.dtype == b.dtype)
 
 
 @pytest.mark.parametrize("config", CONFIGS,
@@ -360,3 +360,54 @@ def test_a_declined_call_evaluates_parametrized_weights_once(kind):
     with pytest.raises(RuntimeError):
         target(x, bad_hx)
     assert counter.calls == 2
+
+
+def _as_dtype(hx, dtype):
+    """hx (a tensor, a tuple of them or None) as leaves of dtype, as an earlier call under
+    autocast returns its states."""
+    if hx is None:
+        return None
+    if isinstance(hx, tuple):
+        return tuple(_as_dtype(h, dtype) for h in hx)
+    return hx.detach().to(dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2] + CONFIGS[3:4],
+                         ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()) or "plain")
+@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("hx_dtype", [None, torch.float32, torch.bfloat16],
+                         ids=["zeros", "hx_float32", "hx_bfloat16"])
+def test_routes_agree_under_cpu_autocast(name, config, unbatched, hx_dtype, monkeypatch):
+    """Under torch.autocast("cpu") the C++ route computes in float32 and rounds the results
+    to torch.nn's dtypes, as the Python route does (tests/test_cpu_autocast.py holds both to
+    torch.nn): the same tensors and dtypes, bit for bit, with the states of an earlier
+    autocast call (bfloat16) fed back in."""
+    module = _module(name, config, dtype=torch.float32)
+    x, hx = _inputs(module, unbatched, hx_dtype is not None, dtype=torch.float32)
+    hx = _as_dtype(hx, hx_dtype) if hx_dtype is not None else None
+    _assert_routes_agree(module, x, hx, monkeypatch, autocast="cpu")
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("hx_dtype", [None, torch.float32, torch.bfloat16],
+                         ids=["zeros", "hx_float32", "hx_bfloat16"])
+def test_cell_routes_agree_under_cpu_autocast(name, unbatched, hx_dtype, monkeypatch):
+    cell = _cell(name).float()
+    x, hx = _cell_inputs(name, unbatched, hx_dtype is not None)
+    x = x.detach().float().requires_grad_()
+    hx = _as_dtype(hx, hx_dtype) if hx_dtype is not None else None
+    _assert_routes_agree(cell, x, hx, monkeypatch, autocast="cpu")
+
+
+def test_cpp_route_declines_non_float32_input_under_cpu_autocast(monkeypatch):
+    """bfloat16 input under CPU autocast takes the Python route (which casts as torch.nn)."""
+    module = _module("lstm", {}, dtype=torch.float32)
+    x = torch.randn(T, B, I, dtype=torch.bfloat16)
+    calls = _Calls(module_forward)
+    monkeypatch.setattr(rnn_base, "module_forward", calls)
+    with torch.autocast("cpu"):
+        y, _ = module(x)
+    assert (calls.calls, calls.declined) == (1, 1)
+    assert y.dtype == torch.bfloat16
