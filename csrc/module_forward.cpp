@@ -60,10 +60,10 @@ bool matches(const Tensor& t, const Tensor& like, at::IntArrayRef sizes) {
 }
 
 // Whether a call on this input runs under torch.autocast("cpu"). There the layers compute
-// float32 input in float32 (hx in bfloat16 or float16, as an earlier call under autocast
-// returned it, is cast up) and module_forward / cell_forward round the results to the
-// dtypes torch.nn's modules return (fused_rnn/_autocast.py, which the Python route calls,
-// has the table); other input dtypes take the Python route.
+// float32 input and weights in float32 (hx in bfloat16 or float16, as an earlier call
+// under autocast returned it, is cast up) and module_forward / cell_forward round the
+// results to the dtypes torch.nn's modules return (fused_rnn/_autocast.py, which the Python
+// route calls, has the table); other dtypes take the Python route.
 bool cpu_autocast(const Tensor& input) {
   return input.is_cpu() && at::autocast::is_autocast_enabled(at::kCPU);
 }
@@ -74,9 +74,19 @@ bool autocast_eligible(const Tensor& t) {
   return dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf;
 }
 
-// t in the autocast dtype where `lower` (differentiable: gradients come back in float32).
-Tensor autocast_result(const Tensor& t, bool lower) {
-  return lower ? t.to(at::autocast::get_autocast_dtype(at::kCPU)) : t;
+// Under CPU autocast: the autocast dtype A, and promote(A, S) for S the dtype of the state
+// the cell adds in unlowered (`carried`, or float32, the input's, where none was given).
+struct AutocastDtypes {
+  at::ScalarType low, kept;
+};
+AutocastDtypes autocast_dtypes(const Tensor* carried) {
+  const at::ScalarType low = at::autocast::get_autocast_dtype(at::kCPU);
+  return {low, at::promote_types(low, carried != nullptr ? carried->scalar_type() : at::kFloat)};
+}
+
+// t in dtype (differentiable: gradients come back in t's dtype).
+Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype ? t : t.to(dtype);
 }
 
 // The module's configuration (torch.nn.RNNBase's attributes of those names; train: training).
@@ -130,6 +140,11 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
   const Tensor first = *weights.get(0);
   if (first.dtype() != input.dtype() || first.device() != input.device())
     return std::nullopt;
+  if (amp)  // the Python route casts the weights of every layer, as autocast would
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const std::optional<Tensor> w = weights.get(i);
+      if (w.has_value() && w->scalar_type() != at::kFloat) return std::nullopt;
+    }
   const bool unbatched = dim == 2;
   const Tensor x = unbatched ? input.unsqueeze(1) : batch_first ? input.transpose(0, 1) : input;
   if (x.size(0) == 0) return std::nullopt;
@@ -209,17 +224,27 @@ std::vector<Tensor> module_forward(c10::string_view mode, const Tensor& input,
                  {num_layers, bidirectional, batch_first, dropout, train, input_size,
                   hidden_size, proj_size});
   if (!run.has_value()) return {};
-  // Under CPU autocast torch.nn's LSTM and RNN return the autocast dtype, its GRU float32,
-  // and a projected LSTM's c_n float32.
-  const bool amp = cpu_autocast(input), lower = amp && mode != "GRU";
+  // Under CPU autocast (fused_rnn/_autocast.py): torch.nn's RNN returns the autocast dtype
+  // A, its LSTM too while oneDNN runs it, the GRU promote(A, S) (S: h_0's dtype), and a
+  // projected LSTM's c_n promote(A, S) (S: c_0's).
+  const at::ScalarType in_dt = input.scalar_type();
+  at::ScalarType out_dt = in_dt, c_dt = in_dt;
+  if (cpu_autocast(input)) {
+    const auto [low, kept] = autocast_dtypes(hx.empty() ? nullptr : &hx[hx.size() - 1]);
+    const bool lower = mode == "GRU" ? false
+                       : mode == "LSTM" ? proj_size > 0 || at::globalContext().userEnabledMkldnn()
+                                        : true;
+    out_dt = lower ? low : kept;
+    c_dt = proj_size > 0 ? kept : out_dt;
+  }
   const bool unbatched = input.dim() == 2;
-  const Tensor y = autocast_result(run->output, lower);
+  const Tensor y = as_dtype(run->output, out_dt);
   std::vector<Tensor> result;
   result.push_back(unbatched ? y.squeeze(1) : batch_first ? y.transpose(0, 1) : y);
   for (const auto& per_layer_run : run->finals) {
-    const bool lower_state = lower && !(result.size() == 2 && proj_size > 0);  // c_n
+    const at::ScalarType dt = result.size() == 2 ? c_dt : out_dt;  // the LSTM's c_n second
     std::vector<Tensor> per_layer;
-    for (const Tensor& f : per_layer_run) per_layer.push_back(autocast_result(f, lower_state));
+    for (const Tensor& f : per_layer_run) per_layer.push_back(as_dtype(f, dt));
     // One (layer, direction): its [B, F] as [1, B, F] without a copy, and not as a view
     // (torch.nn's h_n is none: h_n.detach_() must work, as in truncated backpropagation).
     const Tensor h = per_layer.size() == 1
@@ -252,14 +277,18 @@ std::vector<Tensor> cell_forward(c10::string_view mode, const Tensor& input, at:
   const std::optional<ModuleRun> run = run_module(mode, input.unsqueeze(0), states, weights,
                                                   one_step);
   if (!run.has_value()) return {};
-  // Under CPU autocast torch.nn's RNNCell returns the autocast dtype, its LSTMCell and
-  // GRUCell float32.
-  const bool lower = cpu_autocast(input) && (mode == "RNN_TANH" || mode == "RNN_RELU");
+  // Under CPU autocast torch.nn's RNNCell returns the autocast dtype A, its LSTMCell and
+  // GRUCell promote(A, S), S the dtype of the c or h passed in (fused_rnn/_autocast.py).
+  at::ScalarType dt = input.scalar_type();
+  if (cpu_autocast(input)) {
+    const auto [low, kept] = autocast_dtypes(hx.empty() ? nullptr : &hx[hx.size() - 1]);
+    dt = mode == "RNN_TANH" || mode == "RNN_RELU" ? low : kept;
+  }
   // The layer op's own [B, H], not a view of it (as torch.nn's cells); unbatched: [H]
   // (a view, as torch.nn's squeeze).
   std::vector<Tensor> result;
   for (const auto& per_layer : run->finals) {
-    const Tensor h = autocast_result(per_layer[0], lower);
+    const Tensor h = as_dtype(per_layer[0], dt);
     result.push_back(dim == 1 ? h.squeeze(0) : h);
   }
   return result;

@@ -1,21 +1,23 @@
 """torch.autocast("cpu") for the modules and cells: the dtypes torch.nn's return there.
 
 torch.nn's recurrent modules have no autocast rule of their own on the CPU; what they return
-follows from how ATen runs each (measured with torch 2.13 and 2.14, float32 module and input,
-tests/test_cpu_autocast.py):
+follows from how ATen runs each (measured with torch 2.13 and 2.14, tests/test_cpu_autocast.py).
+A is the autocast dtype (bfloat16 by default), and S the dtype of the state a module carries
+from step to step and adds in unlowered (c for the LSTM, h for the GRU; the input's dtype when
+no hx is given):
 - LSTM on padded input without projection runs oneDNN's LSTM, which autocast casts: output,
-  h_n and c_n in the autocast dtype;
-- LSTM with a projection: output and h_n in the autocast dtype (the projection is a linear),
-  c_n in the input's dtype;
-- LSTM on a PackedSequence without projection, GRU, LSTMCell, GRUCell: the input's dtype (their
-  products run in the autocast dtype, but adding the state in promotes back);
-- RNN and RNNCell: the autocast dtype.
-Ours compute in float32 and round the results to the dtypes torch.nn returns: the CPU kernels
-compute bfloat16 and float16 in float32 anyway, so casting the weights down on every call
-would only cost time (2x at B = 1, H = 256, T = 100) and round away precision. The Python
-route calls these; the C++ module route (csrc/module_forward.cpp) does the same for float32
-input and sends other input dtypes here (tests/test_module_route.py: both routes agree bit
-for bit under autocast).
+  h_n and c_n in A (while oneDNN is enabled: torch.backends.mkldnn);
+- LSTM with a projection: output and h_n in A (the projection is a linear), c_n in
+  promote(A, S);
+- LSTM on a PackedSequence without projection, GRU, LSTMCell, GRUCell: everything in
+  promote(A, S) (their products run in A, then the state is added in);
+- RNN and RNNCell: A.
+Ours compute in float32 and round the results to those dtypes: the CPU kernels compute
+bfloat16 and float16 in float32 anyway, so casting the weights down on every call would only
+cost time (2x at B = 1, H = 256, T = 100) and round away precision. The Python route calls
+these; the C++ module route (csrc/module_forward.cpp) applies the same table to float32 input
+and sends other input dtypes here (tests/test_module_route.py: both routes agree bit for bit
+under autocast).
 """
 import torch
 
@@ -23,16 +25,21 @@ import torch
 _ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def cpu_autocast_dtypes(x, lowers):
-    """(compute dtype, result dtype) of a module with input x under torch.autocast("cpu"),
-    or None when not under it (or x is not on the CPU). lowers: whether torch.nn's module
-    returns the autocast dtype for this input (else it returns x's dtype). float64 input is
-    left as it is, as autocast leaves it."""
+def cpu_autocast_dtypes(x, lowers, state=None):
+    """(compute dtype, result dtype, state dtype) of a module with input x under
+    torch.autocast("cpu"), or None when not under it (or x is not on the CPU). lowers:
+    whether torch.nn's module returns the autocast dtype A for this input; state: the
+    carried state passed in (c_0 or h_0; None: zeros of x's dtype). The state dtype,
+    promote(A, state's dtype), is the result dtype where the module does not lower and a
+    projected LSTM's c_n. float64 input is left as it is, as autocast leaves it."""
     if not x.is_cpu or not torch.is_autocast_enabled("cpu"):
         return None
     if x.dtype not in _ELIGIBLE:
-        return x.dtype, x.dtype
-    return torch.float32, torch.get_autocast_dtype("cpu") if lowers else x.dtype
+        return x.dtype, x.dtype, x.dtype
+    low = torch.get_autocast_dtype("cpu")
+    carried = state.dtype if isinstance(state, torch.Tensor) else x.dtype
+    kept = torch.promote_types(low, carried)
+    return torch.float32, low if lowers else kept, kept
 
 
 def autocast_cast(t, dtype):

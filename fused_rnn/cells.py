@@ -34,15 +34,17 @@ def cell_weights(cell, weights):
     return (weights or current_weights(cell, _CELL_WEIGHTS))[:4]
 
 
-def cpu_autocast_args(input, weights, states, lowers):
+def cpu_autocast_args(input, weights, states, lowers, carried):
     """(input, weights, states, result dtype): under torch.autocast("cpu"), input, weights
     and states (sequences) cast to the dtype the cell computes in, and the dtype its new
     state must be returned in (lowers: whether torch.nn's cell returns the autocast dtype;
-    _autocast.py); otherwise, or where input is no tensor, all as they are and None."""
-    amp = cpu_autocast_dtypes(input, lowers) if isinstance(input, torch.Tensor) else None
+    carried: the state it adds in, c or h, or None; _autocast.py); otherwise, or where input
+    is no tensor, all as they are and None."""
+    amp = (cpu_autocast_dtypes(input, lowers, carried) if isinstance(input, torch.Tensor)
+           else None)
     if amp is None:
         return input, weights, states, None
-    run, result = amp
+    run, result, _ = amp
 
     def cast(t):
         return autocast_cast(t, run) if isinstance(t, torch.Tensor) else t
@@ -112,7 +114,7 @@ class LSTMCell(_FusedCellBase):
         elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors")
         input, (w_ih, w_hh, b_ih, b_hh), hx, result = cpu_autocast_args(
-            input, cell_weights(self, weights), hx, lowers=False)
+            input, cell_weights(self, weights), hx, lowers=False, carried=hx[1])
         x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])], w_ih)
         _, h, c = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0)
         return as_result((h, c) if batched else (h.squeeze(0), c.squeeze(0)), result)
@@ -130,7 +132,7 @@ class GRUCell(_FusedCellBase):
         if out:
             return out[0]
         input, (w_ih, w_hh, b_ih, b_hh), (hx,), result = cpu_autocast_args(
-            input, cell_weights(self, weights), (hx,), lowers=False)
+            input, cell_weights(self, weights), (hx,), lowers=False, carried=hx)
         x, (h0,), batched = self._batched(input, [("hx", hx)], w_ih)
         _, h = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0)
         return as_result((h if batched else h.squeeze(0),), result)[0]

@@ -20,7 +20,7 @@ class GRU(FusedRNNBase):
     def state_sizes(self):
         return (self.hidden_size,)
 
-    def cpu_autocast_lowers(self, packed):
+    def cpu_autocast_lowers(self, x, packed):
         return False  # torch.nn.GRU's update adds the input-dtype state (_autocast.py)
 
     def run_layer(self, x, w, state, lengths, reverse):

@@ -1,4 +1,6 @@
 """fused_rnn.LSTM: torch.nn.LSTM with the time loop fused in C++/CUDA."""
+import torch
+
 from .ops import lstm_layer
 from .rnn_base import FusedRNNBase
 
@@ -19,9 +21,16 @@ class LSTM(FusedRNNBase):
     def state_sizes(self):
         return (self.proj_size or self.hidden_size, self.hidden_size)
 
-    def cpu_autocast_lowers(self, packed):
-        # oneDNN's LSTM (padded, no projection) or the projection's linear (_autocast.py).
-        return self.proj_size > 0 or not packed
+    def cpu_autocast_lowers(self, x, packed):
+        # The projection's linear, or oneDNN's LSTM: padded input without projection, where
+        # oneDNN is enabled and takes x's dtype (float32 or bfloat16; its float16 LSTM runs
+        # only without grad on CPUs with float16 arithmetic; _autocast.py).
+        return self.proj_size > 0 or (not packed and torch.backends.mkldnn.enabled
+                                      and x.dtype in (torch.float32, torch.bfloat16))
+
+    def carried_state(self, hx):
+        c0 = hx[1] if isinstance(hx, (tuple, list)) and len(hx) == 2 else None
+        return c0 if isinstance(c0, torch.Tensor) else None
 
     def run_layer(self, x, w, state, lengths, reverse):
         h0, c0 = state

@@ -35,7 +35,7 @@ class RNN(FusedRNNBase):
     def state_sizes(self):
         return (self.hidden_size,)
 
-    def cpu_autocast_lowers(self, packed):
+    def cpu_autocast_lowers(self, x, packed):
         return True  # torch.nn.RNN's state is the sum of two linears (_autocast.py)
 
     def run_layer(self, x, w, state, lengths, reverse):

@@ -48,10 +48,15 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         """Feature size of each state tensor, in order."""
         raise NotImplementedError
 
-    def cpu_autocast_lowers(self, packed):
+    def cpu_autocast_lowers(self, x, packed):
         """Whether torch.nn's module returns the autocast dtype under torch.autocast("cpu")
-        (packed: the input is a PackedSequence); _autocast.py."""
+        for input x (time-major; packed: it came as a PackedSequence); _autocast.py."""
         raise NotImplementedError
+
+    def carried_state(self, hx):
+        """The state of hx that the cell adds in from step to step (h_0; the LSTM's c_0),
+        or None (not given, or not in a form the checks will accept)."""
+        return hx if isinstance(hx, torch.Tensor) else None
 
     def run_layer(self, x, weights, state, lengths, reverse):
         """One layer, one direction: x [T, B, I], weights (5 of flat_layer_weights), state
@@ -154,11 +159,11 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         seq = to_sequence(name, input, self.batch_first, self.input_size)
         if weights is None:
             weights = self.flat_layer_weights()
-        input_dtype = seq.x.dtype
-        amp = cpu_autocast_dtypes(seq.x, self.cpu_autocast_lowers(seq.lengths is not None))
+        lowers = self.cpu_autocast_lowers(seq.x, seq.lengths is not None)
+        amp = cpu_autocast_dtypes(seq.x, lowers, self.carried_state(hx))
         run_dtype = None
         if amp is not None:
-            run_dtype, result_dtype = amp
+            run_dtype, result_dtype, state_dtype = amp
             seq.x = autocast_cast(seq.x, run_dtype)
             weights = [autocast_cast(w, run_dtype) for w in weights]
         x = seq.x
@@ -188,9 +193,9 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         # (h_n.detach_() must work); module_forward does the same without the copy.
         final_states = [seq.state_out(torch.stack(fs, dim=0)) for fs in zip(*finals)]
         if amp is not None:
-            # torch.nn's projected LSTM keeps c in the input's dtype under CPU autocast.
+            # torch.nn's projected LSTM keeps c unlowered under CPU autocast (_autocast.py).
             dtypes = [result_dtype] * len(final_states)
             if self.proj_size > 0:
-                dtypes[1] = input_dtype
+                dtypes[1] = state_dtype
             final_states = [s.to(d) for s, d in zip(final_states, dtypes)]
         return output, tuple(final_states) if len(final_states) > 1 else final_states[0]

@@ -40,7 +40,7 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
         input, (w_ih, w_hh, b_ih, b_hh), (hx,), result = cpu_autocast_args(
-            input, cell_weights(self, weights), (hx,), lowers=True)
+            input, cell_weights(self, weights), (hx,), lowers=True, carried=None)
         is_batched = input.dim() == 2
         if not is_batched:
             input = input.unsqueeze(0)

@@ -178,3 +178,112 @@ def test_compiled_module_under_cpu_autocast(name):
     _check_against(ref_out, ours_out, 3e-2)
     _loss(ours_out).backward()
     assert all(p.grad.dtype == torch.float32 for p in ours.parameters())
+
+
+def _state(name, kwargs, form, dtypes):
+    """hx for the module in `form`, its tensors in dtypes (h, then c for the LSTM)."""
+    torch.manual_seed(3)
+    L = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
+    sizes = [kwargs.get("proj_size") or H, H] if name == "LSTM" else [H]
+    shape = (lambda f: (L, f)) if form == "unbatched" else (lambda f: (L, B, f))
+    hx = tuple(torch.randn(shape(f)).to(dt).requires_grad_() for f, dt in zip(sizes, dtypes))
+    return hx if name == "LSTM" else hx[0]
+
+
+STATE_DTYPES = {
+    "bf16": (torch.bfloat16, torch.bfloat16),
+    "fp16": (torch.float16, torch.float16),
+    "h_bf16": (torch.bfloat16, torch.float32),  # what a projected LSTM returns
+    "c_bf16": (torch.float32, torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("states", list(STATE_DTYPES))
+@pytest.mark.parametrize("form", ["padded", "unbatched", "packed"])
+@pytest.mark.parametrize("name,kwargs", MODULES, ids=lambda v: str(v))
+def test_states_of_other_dtypes_under_cpu_autocast(name, kwargs, form, states, autocast_dtype):
+    """States another module returned under autocast (an encoder's bfloat16 h and c fed to
+    a decoder): torch.nn's modules that add the state in unlowered return promote(autocast
+    dtype, the state's dtype), so a bfloat16 state gives bfloat16 results."""
+    if name != "LSTM" and states in ("h_bf16", "c_bf16"):
+        pytest.skip("one state")
+    ref, ours = _pair(name, kwargs)
+    x = _input(form, kwargs.get("batch_first", False))
+    hx = _state(name, kwargs, form, STATE_DTYPES[states])
+    try:
+        with torch.autocast("cpu", dtype=autocast_dtype):
+            ref_out = _flat(ref(x, hx))
+    except RuntimeError as e:  # e.g. oneDNN's float16 LSTM, or autocast mixing fp16 and bf16
+        pytest.skip(f"torch.nn raises here: {e}"[:120])
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        ours_out = _flat(ours(x, hx))
+    _check_against(ref_out, ours_out, 3e-2)
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16], ids=["x_bf16", "x_fp16"])
+@pytest.mark.parametrize("with_hx", [False, True], ids=["zeros", "hx_float32"])
+@pytest.mark.parametrize("form", ["padded", "packed"])
+@pytest.mark.parametrize("name,kwargs", MODULES[::2], ids=lambda v: str(v))
+def test_half_input_to_float32_module_under_cpu_autocast(name, kwargs, form, with_hx, x_dtype,
+                                                         autocast_dtype):
+    ref, ours = _pair(name, kwargs)
+    x = _input(form, kwargs.get("batch_first", False))
+    if form == "packed":
+        x = torch.nn.utils.rnn.PackedSequence(x.data.to(x_dtype), x.batch_sizes)
+    else:
+        x = x.to(x_dtype)
+    hx = _state(name, kwargs, "padded", (torch.float32, torch.float32)) if with_hx else None
+    try:
+        with torch.autocast("cpu", dtype=autocast_dtype):
+            ref_out = _flat(ref(x, hx))
+    except RuntimeError as e:
+        pytest.skip(f"torch.nn raises here: {e}"[:120])
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        ours_out = _flat(ours(x, hx))
+    _check_against(ref_out, ours_out, 3e-2)
+
+
+@pytest.mark.parametrize("states", ["bf16", "c_bf16", "h_bf16", "none"])
+@pytest.mark.parametrize("name", CELLS)
+def test_cells_with_states_of_other_dtypes_under_cpu_autocast(name, states):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, name)(I, H)
+    ours = getattr(fused_rnn, name)(I, H)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(B, I)
+    if states == "none":
+        hx = None
+    else:
+        h_dt, c_dt = STATE_DTYPES[states]
+        hx = (torch.randn(B, H).to(h_dt), torch.randn(B, H).to(c_dt))
+        hx = hx if name == "LSTMCell" else hx[1 if states == "c_bf16" else 0]
+    for x_dtype in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu"):
+            ref_out, ours_out = _flat(ref(x.to(x_dtype), hx)), _flat(ours(x.to(x_dtype), hx))
+        _check_against(ref_out, ours_out, 3e-2)
+
+
+def test_lstm_without_onednn_under_cpu_autocast():
+    """torch.nn's LSTM lowers because oneDNN runs it: with oneDNN off, ATen's cell runs and
+    the results stay float32; ours follow."""
+    ref, ours = _pair("LSTM", {})
+    x = torch.randn(T, B, I)
+    with torch.backends.mkldnn.flags(enabled=False), torch.autocast("cpu"):
+        ref_out, ours_out = _flat(ref(x)), _flat(ours(x))
+    assert [t.dtype for t in ref_out] == [torch.float32] * 3
+    _check_against(ref_out, ours_out, 3e-2)
+
+
+def test_mixed_weight_dtypes_under_cpu_autocast():
+    """A later layer's weights in bfloat16 (autocast casts every weight): torch.nn runs, so
+    do both our routes (the C++ route leaves it to the Python one)."""
+    ref, ours = _pair("GRU", {"num_layers": 2})
+    with torch.no_grad():
+        for m in (ref, ours):
+            m.weight_hh_l1.data = m.weight_hh_l1.data.bfloat16()
+    x = torch.randn(T, B, I)
+    with torch.autocast("cpu"):
+        ref_out, ours_out = _flat(ref(x)), _flat(ours(x))
+    _check_against(ref_out, ours_out, 3e-2)

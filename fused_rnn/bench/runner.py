@@ -45,8 +45,8 @@ def _compared(case, module, inp, hx, grad_out, autocast):
 
 
 def check_parity(case, ref, ours, inp, hx, grad_out, dtype, autocast=None):
-    """(max abs difference, agrees) between the two implementations; under autocast
-    (autocast: the device type) their outputs must also have the same dtypes."""
+    """(max abs difference, agrees, why not) between the two implementations; under
+    autocast (autocast: the device type) their outputs must also have the same dtypes."""
     a = _compared(case, ref, inp, hx, grad_out, autocast)
     b = _compared(case, ours, inp, hx, grad_out, autocast)
     worst_abs, ok = 0.0, True
@@ -57,13 +57,15 @@ def check_parity(case, ref, ours, inp, hx, grad_out, dtype, autocast=None):
         if x is None or y is None:
             ok = ok and x is None and y is None
             continue
-        if x.shape != y.shape or x.dtype != y.dtype:
-            return float("inf"), False
+        if x.shape != y.shape:
+            return float("inf"), False, f"shapes differ: {list(x.shape)} against {list(y.shape)}"
+        if x.dtype != y.dtype:
+            return float("inf"), False, f"dtypes differ: {x.dtype} against {y.dtype}"
         d = (x.double() - y.double()).abs().max().item() if x.numel() else 0.0
         scale = max(1.0, x.double().abs().max().item() if x.numel() else 0.0)
         worst_abs = max(worst_abs, d)
         ok = ok and d <= tol * scale
-    return worst_abs, ok
+    return worst_abs, ok, f"outputs/gradients differ by {worst_abs:.3g}"
 
 
 def _peak_memory_mb(fn, device):
@@ -100,11 +102,10 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0, autocast
         g = torch.Generator().manual_seed(seed + 3)
         grad_out = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
 
-    diff, ok = check_parity(case, ref, ours, inp, hx, grad_out, dtype, amp)
+    diff, ok, why = check_parity(case, ref, ours, inp, hx, grad_out, dtype, amp)
     res["max_abs_diff"] = diff
     if not ok:
-        what = "output dtypes differ" if diff == float("inf") else f"differ by {diff:.3g}"
-        res.update(status="mismatch", note=f"outputs/gradients {what}: not timed")
+        res.update(status="mismatch", note=f"{why} (torch.nn against ours): not timed")
         return res
 
     # A varlen case also times our own run on the padded batch (same T and B): packed
