@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/bf16_gemm.h"
 #include "cpu/blas.h"
 #include "cpu/blocked_gemm.h"
 #include "cpu/layer_util.h"
@@ -47,6 +48,8 @@ std::string build_info() {
   s += std::string("cpu_packed_gemm=") + (cpu::packed_gemm_enabled() ? "1" : "0") + "\n";
   // Whether this CPU's large float32 products default to blocked_gemm (not Intel's x86).
   s += std::string("cpu_blocked_gemm=") + (cpu::blocked_gemm_preferred() ? "1" : "0") + "\n";
+  // Whether bfloat16 LSTM layers multiply in bfloat16 here (AVX512-BF16; bf16_gemm.h).
+  s += std::string("cpu_bf16_dot=") + (cpu::bf16_dot_available() ? "1" : "0") + "\n";
   return s;
 }
 

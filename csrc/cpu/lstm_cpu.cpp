@@ -8,12 +8,15 @@
 // lstm_forward_elem on those units. Backward walks the steps in reverse the same way (its
 // slice of dgates W_hh, then the cell's backward on its units), then forms dx and every weight
 // gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the time
-// loops.
+// loops. bfloat16 input on a CPU with AVX512-BF16 runs the forward's products in bfloat16
+// (bf16_gemm.h: x, W and the state h rounded to bfloat16, sums in float32), as torch.nn's
+// oneDNN LSTM does; the backward stays float32.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "../lstm_args.h"
 #include "../lstm_step.h"
+#include "bf16_gemm.h"
 #include "bias_grad.h"
 #include "blas.h"
 #include "input_projection.h"
@@ -25,25 +28,54 @@
 namespace fused_rnn::cpu {
 namespace {
 
+// The bfloat16 operands of a forward layer whose products run in bfloat16 (bf16_gemm.h):
+// x [T, B, I], w_ih [4H, I], w_hh [4H, P] as the op got them, and h [2, B, P], the state
+// the next step multiplies by, rounded (slot s of hs at h + (s % 2) * B * P).
+struct Bf16Operands {
+  const bf16* x;
+  const bf16* w_ih;
+  const bf16* w_hh;
+  bf16* h;
+};
+
+// p as float* where S is float; the bfloat16 products exist only for float32 work.
+template <typename S>
+float* as_float(S* p) {
+  if constexpr (std::is_same_v<S, float>) {
+    return p;
+  } else {
+    TORCH_INTERNAL_ASSERT(p == nullptr, "fused_rnn: bfloat16 products need float32 work");
+    return nullptr;
+  }
+}
+
+// b16: the bfloat16 operands where the products run in bfloat16 (then x, w_ih and w_hh
+// are not read, and there is no projection), else null.
 template <typename S>
 void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
                          const S* bias, const S* w_hr, const int64_t* len,
                          const std::vector<int64_t>& rows, bool reverse, S* y, S* gates, S* hs,
-                         S* cs, S* h_raw) {
+                         S* cs, S* h_raw, const Bf16Operands* b16) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
   // every row runs); in a one-step call every tile projects its own rows and units.
-  const bool in_step = project_in_step(T, I, rows, B);
-  if (!in_step) project_rows<S>(T, B, I, G4, x, w_ih, gates, rows);
+  const bool in_step = b16 == nullptr && project_in_step(T, I, rows, B);
+  if (b16 != nullptr)
+    project_rows_bf16(T, B, I, G4, b16->x, b16->w_ih, as_float(gates), rows);
+  else if (!in_step)
+    project_rows<S>(T, B, I, G4, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
   // output columns outs of unit block u, for its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
   // W_hh and W_hr, read every step
-  const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) * int64_t{sizeof(S)};
+  const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) *
+                               (b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)});
   const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T, in_step);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
-  const GateRowSlices<S> whh(w_hh, 4, H, P, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 4, H, P, plan.units,
+                             plan.max_rows(), T, plan.gemm_rows_vary());
+  const Bf16GateRowSlices whh16(b16 != nullptr ? b16->w_hh : nullptr, 4, H, P, plan.units);
   const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 4, H, I, plan.units, plan.max_rows(), T,
                              plan.gemm_rows_vary());
   const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows(), T, plan.gemm_rows_vary());
@@ -76,8 +108,14 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     S* g_t = gates + t * B * G4;
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     S* c_out = cs + slot_out(t, reverse) * B * H;
+    // The rounded state in bfloat16 mode: what this step multiplies by, and writes.
+    const bf16* h16_in = b16 != nullptr ? b16->h + slot_in(t, reverse) % 2 * B * P : nullptr;
+    bf16* h16_out = b16 != nullptr ? b16->h + slot_out(t, reverse) % 2 * B * P : nullptr;
     if (in_step) wih.gemm(tl.u, m, x + (t * B + b0) * I, I, S(0), g_t + b0 * G4, G4);
-    whh.gemm(tl.u, m, h_in + b0 * P, P, S(1), g_t + b0 * G4, G4);
+    if (b16 != nullptr)
+      whh16.gemm(tl.u, m, h16_in + b0 * P, P, 1.0f, as_float(g_t) + b0 * G4, G4);
+    else
+      whh.gemm(tl.u, m, h_in + b0 * P, P, S(1), g_t + b0 * G4, G4);
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(c_out + b * H + lo, c_in + b * H + lo, hi - lo);
@@ -86,6 +124,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
         } else {
           copy_row(h_out + b * P + lo, h_in + b * P + lo, hi - lo);
           zero_row(y_t + b * P + lo, hi - lo);
+          if (b16 != nullptr) copy_row(h16_out + b * P + lo, h16_in + b * P + lo, hi - lo);
         }
         continue;
       }
@@ -96,6 +135,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
         lstm_forward_elem<decltype(lane)>(g, bias, c_in + b * H, g, c_out + b * H, h_dst, y_dst,
                                           j, H);
       });
+      if (b16 != nullptr) round_to_bf16(as_float(h_dst) + lo, h16_out + b * P + lo, hi - lo);
     }
   });
 }
@@ -206,11 +246,18 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   const LayerDims d = check_lstm_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in,
                                               w_hr_in, h0_in, c0_in, lengths);
   const auto dt = work_dtype(x_in);
-  const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
-                   w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt), c0 = as_work(c0_in, dt);
+  // bfloat16 input on a CPU with AVX512-BF16: the products in bfloat16, as torch.nn's
+  // oneDNN LSTM runs them (twice float32's rate there); the cell, the states and what is
+  // saved stay float32. Not with a projection (its products stay float32).
+  const bool b16 = x_in.scalar_type() == at::kBFloat16 && !w_hr_in.has_value() &&
+                   bf16_dot_available();
+  const at::Tensor x = b16 ? x_in.contiguous() : as_work(x_in, dt),
+                   w_ih = b16 ? w_ih_in.contiguous() : as_work(w_ih_in, dt),
+                   w_hh = b16 ? w_hh_in.contiguous() : as_work(w_hh_in, dt),
+                   h0 = as_work(h0_in, dt), c0 = as_work(c0_in, dt);
   const auto w_hr = as_work(w_hr_in, dt);
   const auto bias = bias_sum(b_ih_in, b_hh_in, dt);
-  const auto opts = x.options();
+  const auto opts = h0.options();
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
   at::Tensor y = at::empty({T, B, P}, opts);
   at::Tensor gates = at::empty({T, B, 4 * H}, opts);
@@ -222,14 +269,23 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   set_slot(cs, first, c0);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  at::Tensor h16;  // [2, B, P]: the rounded state, slot `first` h0 (already bfloat16)
+  Bf16Operands operands{};
+  if (b16) {
+    h16 = at::empty({2, B, P}, x.options());
+    h16.select(0, first % 2).copy_(h0_in);
+    operands = {x.data_ptr<bf16>(), w_ih.data_ptr<bf16>(), w_hh.data_ptr<bf16>(),
+                h16.data_ptr<bf16>()};
+  }
   AT_DISPATCH_FLOATING_TYPES(dt, "lstm_forward_cpu", [&] {
     lstm_forward_kernel<scalar_t>(
-        d, x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+        d, b16 ? nullptr : x.data_ptr<scalar_t>(), b16 ? nullptr : w_ih.data_ptr<scalar_t>(),
+        b16 ? nullptr : w_hh.data_ptr<scalar_t>(),
         bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
         w_hr.has_value() ? w_hr->data_ptr<scalar_t>() : nullptr,
         len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, y.data_ptr<scalar_t>(),
         gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
-        w_hr.has_value() ? h_raw.data_ptr<scalar_t>() : nullptr);
+        w_hr.has_value() ? h_raw.data_ptr<scalar_t>() : nullptr, b16 ? &operands : nullptr);
   });
   const auto out_dt = x_in.scalar_type();
   return {as_out(y, out_dt), slot_copy(hs, last, out_dt), slot_copy(cs, last, out_dt),
