@@ -11,6 +11,8 @@
 // much as the op (benchmarks/NOTES.md, session 17).
 #include "layer_autograd.h"
 
+#include "cpu/bf16_gemm.h"
+
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
@@ -60,10 +62,11 @@ bool matches(const Tensor& t, const Tensor& like, at::IntArrayRef sizes) {
 }
 
 // Whether a call on this input runs under torch.autocast("cpu"). There the layers compute
-// float32 input and weights in float32 (hx in bfloat16 or float16, as an earlier call
-// under autocast returned it, is cast up) and module_forward / cell_forward round the
-// results to the dtypes torch.nn's modules return (fused_rnn/_autocast.py, which the Python
-// route calls, has the table); other dtypes take the Python route.
+// float32 input and weights in float32, or in bfloat16 (autocast_work_dtype; hx of either
+// dtype, as an earlier call under autocast returned it, is cast to theirs), and
+// module_forward / cell_forward round the results to the dtypes torch.nn's modules return
+// (fused_rnn/_autocast.py, which the Python route calls, has the table); other dtypes take
+// the Python route.
 bool cpu_autocast(const Tensor& input) {
   return input.is_cpu() && at::autocast::is_autocast_enabled(at::kCPU);
 }
@@ -84,18 +87,32 @@ AutocastDtypes autocast_dtypes(const Tensor* carried) {
   return {low, at::promote_types(low, carried != nullptr ? carried->scalar_type() : at::kFloat)};
 }
 
+// Under CPU autocast, the dtype the layers of a module with float32 input x [T, B, I] work
+// in: bfloat16 where torch.nn would run oneDNN's LSTM (no projection, oneDNN enabled), the
+// autocast dtype is bfloat16 and this CPU multiplies bfloat16 natively in a call this long
+// (cpu/bf16_gemm.h), else float32.
+at::ScalarType autocast_work_dtype(Cell cell, int64_t proj_size, const Tensor& x) {
+  const bool bf16 = cell == Cell::lstm && proj_size == 0 &&
+                    at::globalContext().userEnabledMkldnn() &&
+                    at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16 &&
+                    cpu::bf16_products_for(x.size(0), x.size(1));
+  return bf16 ? at::kBFloat16 : at::kFloat;
+}
+
 // t in dtype (differentiable: gradients come back in t's dtype).
 Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
   return t.scalar_type() == dtype ? t : t.to(dtype);
 }
 
-// The module's configuration (torch.nn.RNNBase's attributes of those names; train: training).
+// The module's configuration (torch.nn.RNNBase's attributes of those names; train: training;
+// step_cell: one of the cells, LSTMCell/GRUCell/RNNCell, run as a one-step layer).
 struct ModuleConfig {
   int64_t num_layers;
   bool bidirectional, batch_first;
   double dropout;
   bool train;
   int64_t input_size, hidden_size, proj_size;
+  bool step_cell;
 };
 
 // What module_forward computes before putting it in the module's forms: the last layer's
@@ -117,7 +134,7 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
                                     const c10::List<std::optional<Tensor>>& weights,
                                     const ModuleConfig& config) {
   const auto& [num_layers, bidirectional, batch_first, dropout, train, input_size, hidden_size,
-               proj_size] = config;
+               proj_size, step_cell] = config;
   Cell cell;
   const int64_t D = bidirectional ? 2 : 1, L = num_layers * D;
   if (!parse_mode(std::string_view(mode.data(), mode.size()), &cell) ||
@@ -146,8 +163,14 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
       if (w.has_value() && w->scalar_type() != at::kFloat) return std::nullopt;
     }
   const bool unbatched = dim == 2;
-  const Tensor x = unbatched ? input.unsqueeze(1) : batch_first ? input.transpose(0, 1) : input;
+  Tensor x = unbatched ? input.unsqueeze(1) : batch_first ? input.transpose(0, 1) : input;
   if (x.size(0) == 0) return std::nullopt;
+  // Under CPU autocast the input, states and weights in the dtype the layers work in
+  // (the weights through autocast's cache, as torch.nn's casts: once per autocast region).
+  const at::ScalarType work =
+      amp && !step_cell ? autocast_work_dtype(cell, proj_size, x) : input.scalar_type();
+  const bool cast_weights = work != input.scalar_type();
+  if (cast_weights) x = x.to(work);
   const int64_t B = x.size(1);
 
   // State sizes F, as the module's configuration gives them (as the Python route's).
@@ -163,8 +186,8 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
     for (size_t s = 0; s < hx.size(); ++s) {
       const std::vector<int64_t> want = unbatched ? std::vector<int64_t>{L, features[s]}
                                                   : std::vector<int64_t>{L, B, features[s]};
-      const Tensor h = amp && autocast_eligible(hx[s]) ? hx[s].to(at::kFloat) : hx[s];
-      if (!matches(h, input, want)) return std::nullopt;
+      const Tensor h = amp && autocast_eligible(hx[s]) ? hx[s].to(work) : hx[s];
+      if (!matches(h, x, want)) return std::nullopt;
       states.push_back(unbatched ? h.unsqueeze(1) : h);
     }
   }
@@ -180,7 +203,10 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
     for (int64_t direction = 0; direction < D; ++direction) {
       const int64_t k = layer * D + direction;
       const auto w = [&](int64_t role) -> std::optional<Tensor> {
-        return weights.get(k * kRoles + role);
+        std::optional<Tensor> t = weights.get(k * kRoles + role);
+        if (cast_weights && t.has_value())
+          t = at::autocast::cached_cast(work, *t, c10::DeviceType::CPU);
+        return t;
       };
       const Tensor w_ih = *w(0), w_hh = *w(1);
       const bool reverse = direction == 1;
@@ -222,7 +248,7 @@ std::vector<Tensor> module_forward(c10::string_view mode, const Tensor& input,
   const std::optional<ModuleRun> run =
       run_module(mode, input, hx, weights,
                  {num_layers, bidirectional, batch_first, dropout, train, input_size,
-                  hidden_size, proj_size});
+                  hidden_size, proj_size, /*step_cell=*/false});
   if (!run.has_value()) return {};
   // Under CPU autocast (fused_rnn/_autocast.py): torch.nn's RNN returns the autocast dtype
   // A, its LSTM too while oneDNN runs it, the GRU promote(A, S) (S: h_0's dtype), and a
@@ -273,7 +299,7 @@ std::vector<Tensor> cell_forward(c10::string_view mode, const Tensor& input, at:
   }
   const ModuleConfig one_step{/*num_layers=*/1, /*bidirectional=*/false, /*batch_first=*/false,
                               /*dropout=*/0, /*train=*/false, input_size, hidden_size,
-                              /*proj_size=*/0};
+                              /*proj_size=*/0, /*step_cell=*/true};
   const std::optional<ModuleRun> run = run_module(mode, input.unsqueeze(0), states, weights,
                                                   one_step);
   if (!run.has_value()) return {};

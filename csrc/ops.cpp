@@ -160,6 +160,12 @@ TORCH_LIBRARY(fused_rnn, m) {
       "cell_forward(str mode, Tensor input, Tensor[] hx, Tensor?[] weights, int input_size, "
       "int hidden_size) -> Tensor[]");
   m.def("build_info() -> str", &build_info);
+  // Whether a bfloat16 LSTM layer call of T steps over B rows multiplies in bfloat16 on
+  // this CPU now (bf16_gemm.h): the modules' CPU autocast picks bfloat16 or float32 work by
+  // it (fused_rnn/_autocast.py).
+  m.def("cpu_bf16_dot(int T, int B) -> bool", [](int64_t T, int64_t B) {
+    return cpu::bf16_products_for(T, B);
+  });
   m.def(
       "cpu_team_plan(int B, int H, int align, int weight_bytes, Tensor? lengths=None, "
       "int T=0) -> int[]",

@@ -45,6 +45,7 @@ SHAPES = [  # T, B, I, H: every row block size, panel tails, odd k (I or H odd),
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("T,B,I,H", SHAPES)
 def test_states_match_rounded_h_reference(T, B, I, H, reverse, varlen, team, monkeypatch):
+    monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")  # short calls too
     if team != "auto":
         monkeypatch.setenv("FUSED_RNN_TEAM", team)
     g = torch.Generator().manual_seed(T * 1000 + B * 10 + H)
@@ -79,7 +80,7 @@ def test_float32_products_when_switched_off(monkeypatch):
     """FUSED_RNN_BF16_DOT=0: bfloat16 input runs the float32 products (h not rounded), which
     the rounded-h reference tells apart from the bfloat16 ones."""
     g = torch.Generator().manual_seed(0)
-    T, B, I, H = 8, 4, 32, 32
+    T, B, I, H = 16, 4, 32, 32
     args = [(torch.randn(*s, generator=g) * 0.5).bfloat16()
             for s in ((T, B, I), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,))]
     bias = args[3].double() + args[4].double()
@@ -90,15 +91,16 @@ def test_float32_products_when_switched_off(monkeypatch):
         ref_h, _ = _step_reference(*args[:3], bias, hs, cs, False)
         return (hs[1:].double() - ref_h).abs().max().item()
 
-    assert worst(lstm_forward(*args, None, zeros, zeros, None, False)) < 2e-6
+    assert worst(lstm_forward(*args, None, zeros, zeros, None, False)) < 2e-6  # T = 16: long enough
     monkeypatch.setenv("FUSED_RNN_BF16_DOT", "0")
     assert fused_rnn.build_info()["cpu_bf16_dot"] == "0"
     assert worst(lstm_forward(*args, None, zeros, zeros, None, False)) > 1e-4
 
 
-def test_odd_k_does_not_read_the_next_row():
+def test_odd_k_does_not_read_the_next_row(monkeypatch):
     """With odd k a row's last pair holds one value: the next row's first (here inf) must
     not enter (0 * inf would be NaN)."""
+    monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")
     T, B, I, H = 2, 4, 5, 16
     g = torch.Generator().manual_seed(1)
     x = torch.randn(T, B, I, generator=g).bfloat16()
@@ -108,6 +110,17 @@ def test_odd_k_does_not_read_the_next_row():
     zeros = torch.zeros(B, H).bfloat16()
     y = lstm_forward(x, w_ih, w_hh, None, None, None, zeros, zeros, None, False)[0]
     assert torch.isfinite(y[:, [0, 1, 3]].float()).all()
+
+
+def test_short_calls_keep_float32_products(monkeypatch):
+    """A call too short to pay for packing the weights (T = 1, B = 8) multiplies in float32,
+    unless FUSED_RNN_BF16_DOT=force."""
+    assert not torch.ops.fused_rnn.cpu_bf16_dot(1, 8)
+    assert torch.ops.fused_rnn.cpu_bf16_dot(16, 1) and torch.ops.fused_rnn.cpu_bf16_dot(4, 16)
+    monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")
+    assert torch.ops.fused_rnn.cpu_bf16_dot(1, 8)
+    monkeypatch.setenv("FUSED_RNN_BF16_DOT", "0")
+    assert not torch.ops.fused_rnn.cpu_bf16_dot(16, 16)
 
 
 def test_module_close_to_torch_nn_bfloat16():

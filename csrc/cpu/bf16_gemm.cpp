@@ -133,6 +133,13 @@ bool bf16_dot_available() {
 #endif
 }
 
+bool bf16_products_for(int64_t T, int64_t B) {
+  if (!bf16_dot_available()) return false;
+  const char* env = std::getenv("FUSED_RNN_BF16_DOT");
+  if (env != nullptr && std::strcmp(env, "force") == 0) return true;
+  return T >= 16 || (T >= 4 && T * B >= 64);
+}
+
 Bf16PackedB::Bf16PackedB(int64_t k, int64_t n, const bf16* w, int64_t ldw)
     : k_(k), n_(n),
       panels_(at::empty({ceil_div(n, kBf16Panel) * ceil_div(k, 2) * 2 * kBf16Panel},

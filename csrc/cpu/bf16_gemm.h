@@ -24,6 +24,14 @@ using bf16 = c10::BFloat16;
 // FUSED_RNN_BF16_DOT not "0" (read per call: A/B runs and tests of both paths).
 bool bf16_dot_available();
 
+// Whether a bfloat16 layer call of T steps over B rows multiplies in bfloat16: where they
+// can run and the call is long enough to pay for packing its weights into bfloat16 panels
+// (one pass over them per call), or FUSED_RNN_BF16_DOT=force. Measured under CPU autocast
+// (AMD EPYC, 2 threads, LSTM, against float32 products on float32 weights): H = 256 B = 1
+// 0.22-0.48x at T = 1-8, 1.08x at T = 16; B = 16 0.45-0.55x at T = 1-2, 1.16x at T = 4;
+// H = 512 B = 8 0.18-0.53x at T = 1-4, 1.95x at T = 8 (benchmarks/NOTES.md, session 18).
+bool bf16_products_for(int64_t T, int64_t B);
+
 // W^T for W [n, k] (row stride ldw), packed once into panels of 32 columns: for each pair
 // of k rows, each column's two values adjacent, as vdpbf16ps reads them (odd k: the last
 // pair's second value zero). The caller keeps nothing alive: this owns its copy. Packs on

@@ -248,9 +248,10 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   const auto dt = work_dtype(x_in);
   // bfloat16 input on a CPU with AVX512-BF16: the products in bfloat16, as torch.nn's
   // oneDNN LSTM runs them (twice float32's rate there); the cell, the states and what is
-  // saved stay float32. Not with a projection (its products stay float32).
+  // saved stay float32. Not with a projection (its products stay float32), nor in calls
+  // too short to pay for packing the weights.
   const bool b16 = x_in.scalar_type() == at::kBFloat16 && !w_hr_in.has_value() &&
-                   bf16_dot_available();
+                   bf16_products_for(d.T, d.B);
   const at::Tensor x = b16 ? x_in.contiguous() : as_work(x_in, dt),
                    w_ih = b16 ? w_ih_in.contiguous() : as_work(w_ih_in, dt),
                    w_hh = b16 ? w_hh_in.contiguous() : as_work(w_hh_in, dt),
