@@ -88,12 +88,15 @@ AutocastDtypes autocast_dtypes(const Tensor* carried) {
 }
 
 // Under CPU autocast, the dtype the layers of a module with float32 input x [T, B, I] work
-// in: bfloat16 where torch.nn would run oneDNN's LSTM (no projection, oneDNN enabled), the
-// autocast dtype is bfloat16 and this CPU multiplies bfloat16 natively in a call this long
-// (cpu/bf16_gemm.h), else float32.
+// in: bfloat16 where torch.nn returns the autocast dtype and runs its products in it (its
+// oneDNN LSTM: no projection, oneDNN enabled; its Elman RNN), the autocast dtype is bfloat16
+// and this CPU multiplies bfloat16 natively in a call this long (cpu/bf16_gemm.h), else
+// float32 (the GRU, whose results torch.nn returns in float32, stays float32 throughout).
 at::ScalarType autocast_work_dtype(Cell cell, int64_t proj_size, const Tensor& x) {
-  const bool bf16 = cell == Cell::lstm && proj_size == 0 &&
-                    at::globalContext().userEnabledMkldnn() &&
+  const bool lowered_products =
+      cell == Cell::rnn_tanh || cell == Cell::rnn_relu ||
+      (cell == Cell::lstm && proj_size == 0 && at::globalContext().userEnabledMkldnn());
+  const bool bf16 = lowered_products &&
                     at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16 &&
                     cpu::bf16_products_for(x.size(0), x.size(1));
   return bf16 ? at::kBFloat16 : at::kFloat;

@@ -15,9 +15,10 @@ no hx is given):
 Ours compute in float32 and round the results to those dtypes (the CPU kernels compute
 float16, and bfloat16 outside the LSTM's products, in float32: casting the weights down on
 every call would only cost time, 2x at B = 1, H = 256, T = 100, and round away precision),
-except where torch.nn runs oneDNN's LSTM and the CPU multiplies bfloat16 natively
-(AVX512-BF16): there input, weights and states go to bfloat16 and the LSTM's products run
-in bfloat16 as oneDNN's do (csrc/cpu/bf16_gemm.h), twice as fast. The Python route calls
+except where torch.nn returns the autocast dtype and runs its products in it (oneDNN's LSTM,
+the Elman RNN) and the CPU multiplies bfloat16 natively (AVX512-BF16): there input, weights
+and states go to bfloat16 and the products run in bfloat16 as torch.nn's do
+(csrc/cpu/bf16_gemm.h), twice as fast, in calls long enough to pay for packing the weights. The Python route calls
 these; the C++ module route (csrc/module_forward.cpp) applies the same table to float32 input
 and sends other input dtypes here (tests/test_module_route.py: both routes agree bit for bit
 under autocast).
@@ -30,7 +31,7 @@ _ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _bf16_dot(x):
-    """Whether the LSTM's layers multiply x [T, B, I] in bfloat16 here (csrc/cpu/bf16_gemm.h:
+    """Whether the layers multiply x [T, B, I] in bfloat16 here (csrc/cpu/bf16_gemm.h:
     the CPU, FUSED_RNN_BF16_DOT, and whether the call is long enough to pay for packing).
     Not in compiled code, which cannot call an op that returns a bool: it works in float32."""
     if torch.compiler.is_compiling():
@@ -44,8 +45,8 @@ def cpu_autocast_dtypes(x, lowers, state=None, bf16_products=False):
     whether torch.nn's module returns the autocast dtype A for this input; state: the
     carried state passed in (c_0 or h_0; None: zeros of x's dtype); bf16_products: whether
     the module's layers would multiply bfloat16 input in bfloat16 (the LSTM without
-    projection), which they then get where A is bfloat16, the module lowers and this CPU
-    can (_bf16_dot; x time-major). The state dtype, promote(A, state's dtype), is the result dtype where the module
+    projection, the Elman RNN), which they then get where A is bfloat16, the module lowers
+    and this CPU can (_bf16_dot; x time-major). The state dtype, promote(A, state's dtype), is the result dtype where the module
     does not lower and a projected LSTM's c_n. float64 input is left as it is, as autocast
     leaves it."""
     if not x.is_cpu or not torch.is_autocast_enabled("cpu"):

@@ -139,3 +139,83 @@ def test_module_close_to_torch_nn_bfloat16():
     torch.testing.assert_close(y_ours.float(), y_ref.float(), atol=3e-2, rtol=3e-2)
     y_ours.float().sum().backward()
     assert all(torch.isfinite(p.grad.float()).all() for p in ours.parameters())
+
+
+def _gru_step(x, w_ih, w_hh, b_ih, b_hh, h_prev):
+    """One GRU step in float64 (torch's gate order r, z, n), the recurrent product on h_prev
+    rounded to bfloat16, the update on h_prev itself (as the kernel keeps it)."""
+    gi = x.double() @ w_ih.double().t() + b_ih.double()
+    gh = h_prev.float().bfloat16().double() @ w_hh.double().t() + b_hh.double()
+    i_r, i_z, i_n = gi.chunk(3, 1)
+    h_r, h_z, h_n = gh.chunk(3, 1)
+    r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h_prev.double()
+
+
+def _rnn_step(relu):
+    def step(x, w_ih, w_hh, b_ih, b_hh, h_prev):
+        a = (x.double() @ w_ih.double().t() + b_ih.double()
+             + h_prev.float().bfloat16().double() @ w_hh.double().t() + b_hh.double())
+        return torch.relu(a) if relu else torch.tanh(a)
+    return step
+
+
+CELLS = {  # name: (gates, op, step, activation argument)
+    "gru": (3, torch.ops.fused_rnn.gru_forward, _gru_step, None),
+    "rnn_tanh": (1, torch.ops.fused_rnn.rnn_forward, _rnn_step(False), False),
+    "rnn_relu": (1, torch.ops.fused_rnn.rnn_forward, _rnn_step(True), True),
+}
+
+
+@pytest.mark.parametrize("team", ["auto", "units", "rows"])
+@pytest.mark.parametrize("varlen", [False, True], ids=["padded", "varlen"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("T,B,I,H", SHAPES[:3] + SHAPES[6:])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_gru_and_rnn_states_match_rounded_h_reference(cell, T, B, I, H, reverse, varlen, team,
+                                                      monkeypatch):
+    """The GRU's and the Elman RNN's forward products in bfloat16 likewise: each step's
+    saved h against float64 from the kernel's previous h (rounded for the product)."""
+    monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")
+    if team != "auto":
+        monkeypatch.setenv("FUSED_RNN_TEAM", team)
+    gates, op, step, relu = CELLS[cell]
+    g = torch.Generator().manual_seed(T * 1000 + B * 10 + H)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).bfloat16()
+
+    x, h0 = randn(T, B, I), randn(B, H)
+    w_ih, w_hh = randn(gates * H, I, scale=0.3), randn(gates * H, H, scale=0.3)
+    b_ih, b_hh = randn(gates * H), randn(gates * H)
+    lengths = None
+    if varlen:
+        lengths = torch.tensor(sorted(((T - i) % T or T for i in range(B)), reverse=True))
+    extra = () if relu is None else (relu,)
+    out = op(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, *extra)
+    y, h_n, hs = out[0], out[1], out[-1] if relu is not None else out[3]
+    ref = torch.stack([step(x[t], w_ih, w_hh, b_ih, b_hh, hs[t + 1 if reverse else t])
+                       for t in range(T)])
+    got = hs[0:T] if reverse else hs[1:T + 1]
+    if varlen:
+        running = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)
+        got, ref = got * running, ref * running
+    torch.testing.assert_close(got.double(), ref, atol=2e-6, rtol=2e-6)
+    assert y.dtype == h_n.dtype == torch.bfloat16
+    assert torch.equal(h_n, hs[0 if reverse else T].bfloat16())
+
+
+@pytest.mark.parametrize("cls", [fused_rnn.GRU, fused_rnn.RNN])
+def test_gru_and_rnn_modules_close_to_torch_nn_bfloat16(cls):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, cls.__name__)(24, 40, num_layers=2, bidirectional=True)
+    ours = cls(24, 40, num_layers=2, bidirectional=True)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(30, 6, 24)
+    y32, _ = ref(x)
+    y_ours, h = ours.bfloat16()(x.bfloat16().requires_grad_())
+    assert y_ours.dtype == h.dtype == torch.bfloat16
+    torch.testing.assert_close(y_ours.float(), y32, atol=3e-2, rtol=3e-2)
+    y_ours.float().sum().backward()
+    assert all(torch.isfinite(p.grad.float()).all() for p in ours.parameters())

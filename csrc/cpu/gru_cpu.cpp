@@ -15,6 +15,7 @@
 
 #include "../gru_args.h"
 #include "../gru_step.h"
+#include "bf16_layer.h"
 #include "bias_grad.h"
 #include "blas.h"
 #include "input_projection.h"
@@ -26,23 +27,31 @@
 namespace fused_rnn::cpu {
 namespace {
 
+// b16: the bfloat16 operands where the products run in bfloat16 (bf16_layer.h; then x,
+// w_ih and w_hh are not read), else null.
 template <typename S>
 void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
                         const S* b_ih, const S* b_hh, const int64_t* len,
                         const std::vector<int64_t>& rows, bool reverse, S* y, S* gates, S* hs,
-                        S* hn, S* gh) {
+                        S* hn, S* gh, const Bf16Operands* b16) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
   // every row runs); the pass overwrites it with the activations. A one-step call has
   // every tile project its own rows and units instead (project_in_step).
-  const bool in_step = project_in_step(T, I, rows, B);
-  if (!in_step) project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
+  const bool in_step = b16 == nullptr && project_in_step(T, I, rows, B);
+  if (b16 != nullptr)
+    project_rows_bf16(T, B, I, G3, b16->x, b16->w_ih, as_float(gates), rows);
+  else if (!in_step)
+    project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
-  const int64_t weight_bytes = G3 * H * int64_t{sizeof(S)};  // read every step
+  const int64_t weight_bytes =  // read every step
+      G3 * H * (b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)});
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
-  const GateRowSlices<S> whh(w_hh, 3, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 3, H, H, plan.units,
+                             plan.max_rows(), T, plan.gemm_rows_vary());
+  const Bf16GateRowSlices whh16(b16 != nullptr ? b16->w_hh : nullptr, 3, H, H, plan.units);
   const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 3, H, I, plan.units, plan.max_rows(), T,
                              plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -53,12 +62,19 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
     S* y_t = y + t * B * H;
+    const bf16* h16_in = b16 != nullptr ? b16->h_at(slot_in(t, reverse)) : nullptr;
+    bf16* h16_out = b16 != nullptr ? b16->h_at(slot_out(t, reverse)) : nullptr;
     if (in_step)
       wih.gemm(tl.u, tl.gemm_rows(rows[t]), x + (t * B + b0) * I, I, S(0), g_t + b0 * G3, G3);
-    whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(0), gh + b0 * G3, G3);
+    if (b16 != nullptr)
+      whh16.gemm(tl.u, tl.gemm_rows(rows[t]), h16_in + b0 * H, H, 0.0f,
+                 as_float(gh) + b0 * G3, G3);
+    else
+      whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(0), gh + b0 * G3, G3);
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
+        if (b16 != nullptr) copy_row(h16_out + b * H + lo, h16_in + b * H + lo, hi - lo);
         zero_row(y_t + b * H + lo, hi - lo);
         for (int64_t k = 0; k < 3; ++k) zero_row(g_t + b * G3 + k * H + lo, hi - lo);
         zero_row(hn_t + b * H + lo, hi - lo);  // saved tensors stay deterministic
@@ -69,6 +85,8 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
         gru_forward_elem<decltype(lane)>(g, gh + b * G3, b_ih, b_hh, h_in + b * H, g,
                                          hn_t + b * H, h_out + b * H, y_t + b * H, j, H);
       });
+      if (b16 != nullptr)
+        round_to_bf16(as_float(h_out) + b * H + lo, h16_out + b * H + lo, hi - lo);
     }
   });
 }
@@ -146,10 +164,14 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
   const LayerDims d =
       check_gru_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in, h0_in, lengths);
   const auto dt = work_dtype(x_in);
-  const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
-                   w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
+  // bfloat16 input on a CPU with AVX512-BF16: the products in bfloat16 (as lstm_cpu.cpp's;
+  // the float32 copies of x and the weights are not made then).
+  const bool b16 = x_in.scalar_type() == at::kBFloat16 && bf16_products_for(d.T, d.B);
+  const at::Tensor x = b16 ? at::Tensor() : as_work(x_in, dt),
+                   w_ih = b16 ? at::Tensor() : as_work(w_ih_in, dt),
+                   w_hh = b16 ? at::Tensor() : as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
   const auto b_ih = as_work(b_ih_in, dt), b_hh = as_work(b_hh_in, dt);
-  const auto opts = x.options();
+  const auto opts = h0.options();
   const int64_t T = d.T, B = d.B, H = d.H;
   at::Tensor y = at::empty({T, B, H}, opts);
   at::Tensor gates = at::empty({T, B, 3 * H}, opts);
@@ -160,14 +182,18 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
   set_slot(hs, first, h0);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  const Bf16Layer bf16_args =
+      b16 ? bf16_layer(x_in, w_ih_in, w_hh_in, h0_in, first) : Bf16Layer{};
+  const Bf16Operands operands = b16 ? bf16_args.operands() : Bf16Operands{};
   AT_DISPATCH_FLOATING_TYPES(dt, "gru_forward_cpu", [&] {
     gru_forward_kernel<scalar_t>(
-        d, x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+        d, b16 ? nullptr : x.data_ptr<scalar_t>(), b16 ? nullptr : w_ih.data_ptr<scalar_t>(),
+        b16 ? nullptr : w_hh.data_ptr<scalar_t>(),
         b_ih.has_value() ? b_ih->data_ptr<scalar_t>() : nullptr,
         b_hh.has_value() ? b_hh->data_ptr<scalar_t>() : nullptr,
         len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, y.data_ptr<scalar_t>(),
         gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
-        gh.data_ptr<scalar_t>());
+        gh.data_ptr<scalar_t>(), b16 ? &operands : nullptr);
   });
   const auto out_dt = x_in.scalar_type();
   return {as_out(y, out_dt), slot_copy(hs, last, out_dt), gates, hs, hn};

@@ -16,7 +16,7 @@
 
 #include "../lstm_args.h"
 #include "../lstm_step.h"
-#include "bf16_gemm.h"
+#include "bf16_layer.h"
 #include "bias_grad.h"
 #include "blas.h"
 #include "input_projection.h"
@@ -27,27 +27,6 @@
 
 namespace fused_rnn::cpu {
 namespace {
-
-// The bfloat16 operands of a forward layer whose products run in bfloat16 (bf16_gemm.h):
-// x [T, B, I], w_ih [4H, I], w_hh [4H, P] as the op got them, and h [2, B, P], the state
-// the next step multiplies by, rounded (slot s of hs at h + (s % 2) * B * P).
-struct Bf16Operands {
-  const bf16* x;
-  const bf16* w_ih;
-  const bf16* w_hh;
-  bf16* h;
-};
-
-// p as float* where S is float; the bfloat16 products exist only for float32 work.
-template <typename S>
-float* as_float(S* p) {
-  if constexpr (std::is_same_v<S, float>) {
-    return p;
-  } else {
-    TORCH_INTERNAL_ASSERT(p == nullptr, "fused_rnn: bfloat16 products need float32 work");
-    return nullptr;
-  }
-}
 
 // b16: the bfloat16 operands where the products run in bfloat16 (then x, w_ih and w_hh
 // are not read, and there is no projection), else null.
@@ -109,8 +88,8 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     const S* c_in = cs + slot_in(t, reverse) * B * H;
     S* c_out = cs + slot_out(t, reverse) * B * H;
     // The rounded state in bfloat16 mode: what this step multiplies by, and writes.
-    const bf16* h16_in = b16 != nullptr ? b16->h + slot_in(t, reverse) % 2 * B * P : nullptr;
-    bf16* h16_out = b16 != nullptr ? b16->h + slot_out(t, reverse) % 2 * B * P : nullptr;
+    const bf16* h16_in = b16 != nullptr ? b16->h_at(slot_in(t, reverse)) : nullptr;
+    bf16* h16_out = b16 != nullptr ? b16->h_at(slot_out(t, reverse)) : nullptr;
     if (in_step) wih.gemm(tl.u, m, x + (t * B + b0) * I, I, S(0), g_t + b0 * G4, G4);
     if (b16 != nullptr)
       whh16.gemm(tl.u, m, h16_in + b0 * P, P, 1.0f, as_float(g_t) + b0 * G4, G4);
@@ -252,10 +231,11 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   // too short to pay for packing the weights.
   const bool b16 = x_in.scalar_type() == at::kBFloat16 && !w_hr_in.has_value() &&
                    bf16_products_for(d.T, d.B);
-  const at::Tensor x = b16 ? x_in.contiguous() : as_work(x_in, dt),
-                   w_ih = b16 ? w_ih_in.contiguous() : as_work(w_ih_in, dt),
-                   w_hh = b16 ? w_hh_in.contiguous() : as_work(w_hh_in, dt),
-                   h0 = as_work(h0_in, dt), c0 = as_work(c0_in, dt);
+  // (The float32 copies of x and the weights are not made then.)
+  const at::Tensor x = b16 ? at::Tensor() : as_work(x_in, dt),
+                   w_ih = b16 ? at::Tensor() : as_work(w_ih_in, dt),
+                   w_hh = b16 ? at::Tensor() : as_work(w_hh_in, dt), h0 = as_work(h0_in, dt),
+                   c0 = as_work(c0_in, dt);
   const auto w_hr = as_work(w_hr_in, dt);
   const auto bias = bias_sum(b_ih_in, b_hh_in, dt);
   const auto opts = h0.options();
@@ -270,14 +250,9 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   set_slot(cs, first, c0);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
-  at::Tensor h16;  // [2, B, P]: the rounded state, slot `first` h0 (already bfloat16)
-  Bf16Operands operands{};
-  if (b16) {
-    h16 = at::empty({2, B, P}, x.options());
-    h16.select(0, first % 2).copy_(h0_in);
-    operands = {x.data_ptr<bf16>(), w_ih.data_ptr<bf16>(), w_hh.data_ptr<bf16>(),
-                h16.data_ptr<bf16>()};
-  }
+  const Bf16Layer bf16_args =
+      b16 ? bf16_layer(x_in, w_ih_in, w_hh_in, h0_in, first) : Bf16Layer{};
+  const Bf16Operands operands = b16 ? bf16_args.operands() : Bf16Operands{};
   AT_DISPATCH_FLOATING_TYPES(dt, "lstm_forward_cpu", [&] {
     lstm_forward_kernel<scalar_t>(
         d, b16 ? nullptr : x.data_ptr<scalar_t>(), b16 ? nullptr : w_ih.data_ptr<scalar_t>(),

@@ -15,6 +15,7 @@
 
 #include "../rnn_args.h"
 #include "../rnn_step.h"
+#include "bf16_layer.h"
 #include "bias_grad.h"
 #include "blas.h"
 #include "input_projection.h"
@@ -26,21 +27,29 @@
 namespace fused_rnn::cpu {
 namespace {
 
+// b16: the bfloat16 operands where the products run in bfloat16 (bf16_layer.h; then x,
+// w_ih and w_hh are not read), else null.
 template <typename S, bool kRelu>
 void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* w_hh,
                         const S* bias, const int64_t* len, const std::vector<int64_t>& rows,
-                        bool reverse, S* y, S* hs) {
+                        bool reverse, S* y, S* hs, const Bf16Operands* b16) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // y[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where every
   // row runs); in a one-step call every tile projects its own rows and units.
-  const bool in_step = project_in_step(T, I, rows, B);
-  if (!in_step) project_rows<S>(T, B, I, H, x, w_ih, y, rows);
+  const bool in_step = b16 == nullptr && project_in_step(T, I, rows, B);
+  if (b16 != nullptr)
+    project_rows_bf16(T, B, I, H, b16->x, b16->w_ih, as_float(y), rows);
+  else if (!in_step)
+    project_rows<S>(T, B, I, H, x, w_ih, y, rows);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).
-  const int64_t weight_bytes = H * H * int64_t{sizeof(S)};  // read every step
+  const int64_t weight_bytes =  // read every step
+      H * H * (b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)});
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
-  const GateRowSlices<S> whh(w_hh, 1, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 1, H, H, plan.units,
+                             plan.max_rows(), T, plan.gemm_rows_vary());
+  const Bf16GateRowSlices whh16(b16 != nullptr ? b16->w_hh : nullptr, 1, H, H, plan.units);
   const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 1, H, I, plan.units, plan.max_rows(), T,
                              plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -49,13 +58,20 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
     S* y_t = y + t * B * H;
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     S* h_out = hs + slot_out(t, reverse) * B * H;
+    const bf16* h16_in = b16 != nullptr ? b16->h_at(slot_in(t, reverse)) : nullptr;
+    bf16* h16_out = b16 != nullptr ? b16->h_at(slot_out(t, reverse)) : nullptr;
     if (in_step)
       wih.gemm(tl.u, tl.gemm_rows(rows[t]), x + (t * B + b0) * I, I, S(0), y_t + b0 * H, H);
-    whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(1), y_t + b0 * H, H);
+    if (b16 != nullptr)
+      whh16.gemm(tl.u, tl.gemm_rows(rows[t]), h16_in + b0 * H, H, 1.0f, as_float(y_t) + b0 * H,
+                 H);
+    else
+      whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(1), y_t + b0 * H, H);
     for (int64_t b = b0; b < tl.b1; ++b) {
       S* y_row = y_t + b * H;
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
+        if (b16 != nullptr) copy_row(h16_out + b * H + lo, h16_in + b * H + lo, hi - lo);
         zero_row(y_row + lo, hi - lo);
         continue;
       }
@@ -63,6 +79,7 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         rnn_forward_elem<decltype(lane), kRelu>(y_row, bias, h_row, y_row, j);
       });
+      if (b16 != nullptr) round_to_bf16(as_float(h_row) + lo, h16_out + b * H + lo, hi - lo);
     }
   });
 }
@@ -142,10 +159,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const LayerDims d =
       check_rnn_forward_args(op, x_in, w_ih_in, w_hh_in, b_ih_in, b_hh_in, h0_in, lengths);
   const auto dt = work_dtype(x_in);
-  const at::Tensor x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
-                   w_hh = as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
+  // bfloat16 input on a CPU with AVX512-BF16: the products in bfloat16 (as lstm_cpu.cpp's;
+  // the float32 copies of x and the weights are not made then).
+  const bool b16 = x_in.scalar_type() == at::kBFloat16 && bf16_products_for(d.T, d.B);
+  const at::Tensor x = b16 ? at::Tensor() : as_work(x_in, dt),
+                   w_ih = b16 ? at::Tensor() : as_work(w_ih_in, dt),
+                   w_hh = b16 ? at::Tensor() : as_work(w_hh_in, dt), h0 = as_work(h0_in, dt);
   const auto bias = bias_sum(b_ih_in, b_hh_in, dt);
-  const auto opts = x.options();
+  const auto opts = h0.options();
   const int64_t T = d.T, B = d.B, H = d.H;
   at::Tensor y = at::empty({T, B, H}, opts);
   at::Tensor hs = at::empty({T + 1, B, H}, opts);
@@ -153,13 +174,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   set_slot(hs, first, h0);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  const Bf16Layer bf16_args =
+      b16 ? bf16_layer(x_in, w_ih_in, w_hh_in, h0_in, first) : Bf16Layer{};
+  const Bf16Operands operands = b16 ? bf16_args.operands() : Bf16Operands{};
   AT_DISPATCH_FLOATING_TYPES(dt, "rnn_forward_cpu", [&] {
     with_activation(relu, [&](auto act) {
       rnn_forward_kernel<scalar_t, decltype(act)::value>(
-          d, x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+          d, b16 ? nullptr : x.data_ptr<scalar_t>(), b16 ? nullptr : w_ih.data_ptr<scalar_t>(),
+          b16 ? nullptr : w_hh.data_ptr<scalar_t>(),
           bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
           len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse,
-          y.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>());
+          y.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), b16 ? &operands : nullptr);
     });
   });
   const auto out_dt = x_in.scalar_type();
