@@ -9,6 +9,8 @@
 #include <type_traits>
 
 #include "bf16_gemm.h"
+#include "input_projection.h"
+#include "step_team.h"
 
 namespace fused_rnn::cpu {
 
@@ -53,6 +55,28 @@ float* as_float(S* p) {
     TORCH_INTERNAL_ASSERT(p == nullptr, "fused_rnn: bfloat16 products need float32 work");
     return nullptr;
   }
+}
+
+// A forward layer's input projection, out[t, b, :] = x[t, b, :] W_ih^T (W_ih [N, I]) for
+// the rows that run: in bfloat16 where b16 is given, else in S over all steps, except in a
+// one-step call whose tiles project their own rows and units inside the step
+// (project_in_step). Returns whether that is left to the step.
+template <typename S>
+bool project_input(int64_t T, int64_t B, int64_t I, int64_t N, const S* x, const S* w_ih,
+                   S* out, const std::vector<int64_t>& rows, const Bf16Operands* b16) {
+  if (b16 != nullptr) {
+    project_rows_bf16(T, B, I, N, b16->x, b16->w_ih, as_float(out), rows);
+    return false;
+  }
+  if (project_in_step(T, I, rows, B)) return true;
+  project_rows<S>(T, B, I, N, x, w_ih, out, rows);
+  return false;
+}
+
+// Bytes of a recurrent weight as the time loop reads it (for plan_team).
+template <typename S>
+int64_t weight_element_bytes(const Bf16Operands* b16) {
+  return b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)};
 }
 
 }  // namespace fused_rnn::cpu

@@ -38,15 +38,10 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
   // every row runs); the pass overwrites it with the activations. A one-step call has
   // every tile project its own rows and units instead (project_in_step).
-  const bool in_step = b16 == nullptr && project_in_step(T, I, rows, B);
-  if (b16 != nullptr)
-    project_rows_bf16(T, B, I, G3, b16->x, b16->w_ih, as_float(gates), rows);
-  else if (!in_step)
-    project_rows<S>(T, B, I, G3, x, w_ih, gates, rows);
+  const bool in_step = project_input<S>(T, B, I, G3, x, w_ih, gates, rows, b16);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
-  const int64_t weight_bytes =  // read every step
-      G3 * H * (b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)});
+  const int64_t weight_bytes = G3 * H * weight_element_bytes<S>(b16);  // read every step
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
   const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 3, H, H, plan.units,

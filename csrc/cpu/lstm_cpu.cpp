@@ -39,17 +39,13 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const bool proj = w_hr != nullptr;
   // gates[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where
   // every row runs); in a one-step call every tile projects its own rows and units.
-  const bool in_step = b16 == nullptr && project_in_step(T, I, rows, B);
-  if (b16 != nullptr)
-    project_rows_bf16(T, B, I, G4, b16->x, b16->w_ih, as_float(gates), rows);
-  else if (!in_step)
-    project_rows<S>(T, B, I, G4, x, w_ih, gates, rows);
+  const bool in_step = project_input<S>(T, B, I, G4, x, w_ih, gates, rows, b16);
   // A tile owns hidden units [lo, hi) (their 4 gate columns) and, with a projection,
   // output columns outs of unit block u, for its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
   // W_hh and W_hr, read every step
-  const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) *
-                               (b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)});
+  const int64_t weight_bytes =
+      (G4 * P + (w_hr != nullptr ? P * H : 0)) * weight_element_bytes<S>(b16);
   const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T, in_step);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
   const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 4, H, P, plan.units,

@@ -36,15 +36,10 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // y[t, b, :] = x[t, b, :] W_ih^T for every row that runs (all steps at once where every
   // row runs); in a one-step call every tile projects its own rows and units.
-  const bool in_step = b16 == nullptr && project_in_step(T, I, rows, B);
-  if (b16 != nullptr)
-    project_rows_bf16(T, B, I, H, b16->x, b16->w_ih, as_float(y), rows);
-  else if (!in_step)
-    project_rows<S>(T, B, I, H, x, w_ih, y, rows);
+  const bool in_step = project_input<S>(T, B, I, H, x, w_ih, y, rows, b16);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).
-  const int64_t weight_bytes =  // read every step
-      H * H * (b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)});
+  const int64_t weight_bytes = H * H * weight_element_bytes<S>(b16);  // read every step
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
   const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 1, H, H, plan.units,
