@@ -88,15 +88,11 @@ AutocastDtypes autocast_dtypes(const Tensor* carried) {
 }
 
 // Under CPU autocast, the dtype the layers of a module with float32 input x [T, B, I] work
-// in: bfloat16 where torch.nn returns the autocast dtype and runs its products in it (its
-// oneDNN LSTM: no projection, oneDNN enabled; its Elman RNN), the autocast dtype is bfloat16
-// and this CPU multiplies bfloat16 natively in a call this long (cpu/bf16_gemm.h), else
-// float32 (the GRU, whose results torch.nn returns in float32, stays float32 throughout).
-at::ScalarType autocast_work_dtype(Cell cell, int64_t proj_size, const Tensor& x) {
-  const bool lowered_products =
-      cell == Cell::rnn_tanh || cell == Cell::rnn_relu ||
-      (cell == Cell::lstm && proj_size == 0 && at::globalContext().userEnabledMkldnn());
-  const bool bf16 = lowered_products &&
+// in: bfloat16 where the autocast dtype is bfloat16 and this CPU multiplies bfloat16
+// natively in a call this long (cpu/bf16_gemm.h), as torch.nn's products run in it (not a
+// projected LSTM: its products stay float32); else float32.
+at::ScalarType autocast_work_dtype(int64_t proj_size, const Tensor& x) {
+  const bool bf16 = proj_size == 0 &&
                     at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16 &&
                     cpu::bf16_products_for(x.size(0), x.size(1));
   return bf16 ? at::kBFloat16 : at::kFloat;
@@ -171,7 +167,7 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
   // Under CPU autocast the input, states and weights in the dtype the layers work in
   // (the weights through autocast's cache, as torch.nn's casts: once per autocast region).
   const at::ScalarType work =
-      amp && !step_cell ? autocast_work_dtype(cell, proj_size, x) : input.scalar_type();
+      amp && !step_cell ? autocast_work_dtype(proj_size, x) : input.scalar_type();
   const bool cast_weights = work != input.scalar_type();
   if (cast_weights) x = x.to(work);
   const int64_t B = x.size(1);

@@ -12,13 +12,14 @@ no hx is given):
 - LSTM on a PackedSequence without projection, GRU, LSTMCell, GRUCell: everything in
   promote(A, S) (their products run in A, then the state is added in);
 - RNN and RNNCell: A.
-Ours compute in float32 and round the results to those dtypes (the CPU kernels compute
-float16, and bfloat16 outside the LSTM's products, in float32: casting the weights down on
-every call would only cost time, 2x at B = 1, H = 256, T = 100, and round away precision),
-except where torch.nn returns the autocast dtype and runs its products in it (oneDNN's LSTM,
-the Elman RNN) and the CPU multiplies bfloat16 natively (AVX512-BF16): there input, weights
-and states go to bfloat16 and the products run in bfloat16 as torch.nn's do
-(csrc/cpu/bf16_gemm.h), twice as fast, in calls long enough to pay for packing the weights. The Python route calls
+Where the CPU multiplies bfloat16 natively (AVX512-BF16) and A is bfloat16, ours cast input,
+weights and states to bfloat16 and run the layers' products in bfloat16, as torch.nn's
+products run in A (csrc/cpu/bf16_gemm.h: twice float32's rate), in calls long enough to pay
+for packing the weights, then return torch.nn's dtypes; the state itself is kept in float32
+inside a layer either way. Elsewhere (A float16, other CPUs, a projected LSTM, a cell's one
+step, short calls) ours compute in float32 and round the results to those dtypes: the CPU
+kernels compute half precision in float32 anyway, so casting the weights down would only
+cost time (2x at B = 1, H = 256, T = 100) and round away precision. The Python route calls
 these; the C++ module route (csrc/module_forward.cpp) applies the same table to float32 input
 and sends other input dtypes here (tests/test_module_route.py: both routes agree bit for bit
 under autocast).
@@ -41,13 +42,14 @@ def _bf16_dot(x):
 
 def cpu_autocast_dtypes(x, lowers, state=None, bf16_products=False):
     """(compute dtype, result dtype, state dtype) of a module with input x under
-    torch.autocast("cpu"), or None when not under it (or x is not on the CPU). lowers:
-    whether torch.nn's module returns the autocast dtype A for this input; state: the
-    carried state passed in (c_0 or h_0; None: zeros of x's dtype); bf16_products: whether
-    the module's layers would multiply bfloat16 input in bfloat16 (the LSTM without
-    projection, the Elman RNN), which they then get where A is bfloat16, the module lowers
-    and this CPU can (_bf16_dot; x time-major). The state dtype, promote(A, state's dtype), is the result dtype where the module
-    does not lower and a projected LSTM's c_n. float64 input is left as it is, as autocast
+    torch.autocast("cpu"), or None when not under it (or x is not on the CPU).
+    - lowers: whether torch.nn's module returns the autocast dtype A for this input;
+    - state: the carried state passed in (c_0 or h_0; None: zeros of x's dtype);
+    - bf16_products: whether the module's layers can multiply bfloat16 in bfloat16 (not a
+      projected LSTM), which they then do where A is bfloat16 and this CPU can (_bf16_dot;
+      x time-major), as torch.nn's products run in A;
+    The state dtype, promote(A, state's dtype), is the result dtype where the module does
+    not lower and a projected LSTM's c_n. float64 input is left as it is, as autocast
     leaves it."""
     if not x.is_cpu or not torch.is_autocast_enabled("cpu"):
         return None
@@ -56,11 +58,9 @@ def cpu_autocast_dtypes(x, lowers, state=None, bf16_products=False):
     low = torch.get_autocast_dtype("cpu")
     carried = state.dtype if isinstance(state, torch.Tensor) else x.dtype
     kept = torch.promote_types(low, carried)
-    if not lowers:
-        return torch.float32, kept, kept
-    if bf16_products and low == torch.bfloat16 and _bf16_dot(x):
-        return torch.bfloat16, low, kept
-    return torch.float32, low, kept
+    work = (torch.bfloat16 if bf16_products and low == torch.bfloat16 and _bf16_dot(x)
+            else torch.float32)
+    return work, low if lowers else kept, kept
 
 
 def autocast_cast(t, dtype):

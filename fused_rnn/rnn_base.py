@@ -160,8 +160,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         if weights is None:
             weights = self.flat_layer_weights()
         lowers = self.cpu_autocast_lowers(seq.x, seq.lengths is not None)
-        amp = cpu_autocast_dtypes(seq.x, lowers, self.carried_state(hx),
-                                  self.mode != "GRU" and self.proj_size == 0)
+        amp = cpu_autocast_dtypes(seq.x, lowers, self.carried_state(hx), self.proj_size == 0)
         run_dtype = None
         if amp is not None:
             run_dtype, result_dtype, state_dtype = amp

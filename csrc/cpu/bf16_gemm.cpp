@@ -36,8 +36,9 @@ BF16_TARGET inline __m512bh pair_at(const bf16* a) {
   return (__m512bh)_mm512_set1_epi32(static_cast<int>(v));
 }
 
-// The last k of an odd k alone (the panel holds a zero beside it; reading A's next value
-// could bring in a NaN, and 0 * NaN is NaN).
+// The last k of an odd k alone: the panel holds a zero beside it, but A's next value (the
+// next row's first, or past the end of the last row) could be a NaN or inf, and 0 * inf is
+// NaN.
 BF16_TARGET inline __m512bh last_of(const bf16* a) {
   uint16_t v;
   std::memcpy(&v, a, sizeof(v));
