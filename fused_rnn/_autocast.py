@@ -30,7 +30,6 @@ import torch
 _ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
-
 def _bf16_dot(x):
     """Whether the layers multiply x [T, B, I] in bfloat16 here (csrc/cpu/bf16_gemm.h:
     the CPU, FUSED_RNN_BF16_DOT, and whether the call is long enough to pay for packing).
