@@ -98,6 +98,16 @@ at::ScalarType autocast_work_dtype(int64_t proj_size, const Tensor& x) {
   return bf16 ? at::kBFloat16 : at::kFloat;
 }
 
+// Whether torch.nn's module (or, step_cell, its cell) returns the autocast dtype under CPU
+// autocast for float32 input (fused_rnn/_autocast.py has the table): the Elman RNN and
+// RNNCell; the LSTM where oneDNN runs it (no projection, oneDNN enabled) or its projection
+// is a linear; not the GRU, LSTMCell or GRUCell, which add their state in unlowered.
+bool lowers_under_autocast(Cell cell, int64_t proj_size, bool step_cell) {
+  if (cell == Cell::rnn_tanh || cell == Cell::rnn_relu) return true;
+  if (cell == Cell::gru || step_cell) return false;
+  return proj_size > 0 || at::globalContext().userEnabledMkldnn();
+}
+
 // t in dtype (differentiable: gradients come back in t's dtype).
 Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
   return t.scalar_type() == dtype ? t : t.to(dtype);
@@ -120,6 +130,7 @@ struct ModuleConfig {
 struct ModuleRun {
   Tensor output;
   std::vector<std::vector<Tensor>> finals;
+  Cell cell;  // the mode, parsed
 };
 
 // mode: RNNBase.mode; input: [T, B, I] ([B, T, I] if batch_first) or unbatched [T, I];
@@ -231,7 +242,7 @@ std::optional<ModuleRun> run_module(c10::string_view mode, const Tensor& input,
       layer_in = at::dropout(layer_in, dropout, /*train=*/true);
   }
 
-  return ModuleRun{layer_in, std::move(finals)};
+  return ModuleRun{layer_in, std::move(finals), cell};
 }
 
 }  // namespace
@@ -249,17 +260,13 @@ std::vector<Tensor> module_forward(c10::string_view mode, const Tensor& input,
                  {num_layers, bidirectional, batch_first, dropout, train, input_size,
                   hidden_size, proj_size, /*step_cell=*/false});
   if (!run.has_value()) return {};
-  // Under CPU autocast (fused_rnn/_autocast.py): torch.nn's RNN returns the autocast dtype
-  // A, its LSTM too while oneDNN runs it, the GRU promote(A, S) (S: h_0's dtype), and a
-  // projected LSTM's c_n promote(A, S) (S: c_0's).
+  // Under CPU autocast: the autocast dtype A where torch.nn's module lowers, else
+  // promote(A, S) (S: the carried state's dtype); a projected LSTM's c_n promote(A, S).
   const at::ScalarType in_dt = input.scalar_type();
   at::ScalarType out_dt = in_dt, c_dt = in_dt;
   if (cpu_autocast(input)) {
     const auto [low, kept] = autocast_dtypes(hx.empty() ? nullptr : &hx[hx.size() - 1]);
-    const bool lower = mode == "GRU" ? false
-                       : mode == "LSTM" ? proj_size > 0 || at::globalContext().userEnabledMkldnn()
-                                        : true;
-    out_dt = lower ? low : kept;
+    out_dt = lowers_under_autocast(run->cell, proj_size, /*step_cell=*/false) ? low : kept;
     c_dt = proj_size > 0 ? kept : out_dt;
   }
   const bool unbatched = input.dim() == 2;
@@ -302,12 +309,11 @@ std::vector<Tensor> cell_forward(c10::string_view mode, const Tensor& input, at:
   const std::optional<ModuleRun> run = run_module(mode, input.unsqueeze(0), states, weights,
                                                   one_step);
   if (!run.has_value()) return {};
-  // Under CPU autocast torch.nn's RNNCell returns the autocast dtype A, its LSTMCell and
-  // GRUCell promote(A, S), S the dtype of the c or h passed in (fused_rnn/_autocast.py).
+  // Under CPU autocast: as module_forward's, for the cells (S: the c or h passed in).
   at::ScalarType dt = input.scalar_type();
   if (cpu_autocast(input)) {
     const auto [low, kept] = autocast_dtypes(hx.empty() ? nullptr : &hx[hx.size() - 1]);
-    dt = mode == "RNN_TANH" || mode == "RNN_RELU" ? low : kept;
+    dt = lowers_under_autocast(run->cell, /*proj_size=*/0, /*step_cell=*/true) ? low : kept;
   }
   // The layer op's own [B, H], not a view of it (as torch.nn's cells); unbatched: [H]
   // (a view, as torch.nn's squeeze).

@@ -10,6 +10,7 @@
 
 #include "bf16_gemm.h"
 #include "input_projection.h"
+#include "recurrent_slices.h"
 #include "step_team.h"
 
 namespace fused_rnn::cpu {
@@ -78,5 +79,34 @@ template <typename S>
 int64_t weight_element_bytes(const Bf16Operands* b16) {
   return b16 != nullptr ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)};
 }
+
+// A step's recurrent product h_prev W_hh^T for a tile's block of units (W_hh [gates * N,
+// K]): on the float32 slices of W_hh, or on bfloat16 ones where b16 is given, which read
+// the rounded state instead.
+template <typename S>
+class StepProduct {
+ public:
+  StepProduct(const S* w_hh, const Bf16Operands* b16, int64_t gates, int64_t N, int64_t K,
+              const TeamPlan& plan, int64_t T)
+      : bf16_(b16 != nullptr),
+        w_(bf16_ ? nullptr : w_hh, gates, N, K, plan.units, plan.max_rows(), T,
+           plan.gemm_rows_vary()),
+        w16_(bf16_ ? b16->w_hh : nullptr, gates, N, K, plan.units) {}
+
+  // out[:m, g*N + lo .. g*N + hi] = h[:m] W_slice^T + beta * out for block u's units, h
+  // being h_in, or h16_in in bfloat16.
+  void gemm(int64_t u, int64_t m, const S* h_in, const bf16* h16_in, int64_t ldh, S beta,
+            S* out, int64_t ldo) const {
+    if (bf16_)
+      w16_.gemm(u, m, h16_in, ldh, static_cast<float>(beta), as_float(out), ldo);
+    else
+      w_.gemm(u, m, h_in, ldh, beta, out, ldo);
+  }
+
+ private:
+  bool bf16_;
+  GateRowSlices<S> w_;
+  Bf16GateRowSlices w16_;
+};
 
 }  // namespace fused_rnn::cpu

@@ -44,9 +44,7 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const int64_t weight_bytes = G3 * H * weight_element_bytes<S>(b16);  // read every step
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
-  const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 3, H, H, plan.units,
-                             plan.max_rows(), T, plan.gemm_rows_vary());
-  const Bf16GateRowSlices whh16(b16 != nullptr ? b16->w_hh : nullptr, 3, H, H, plan.units);
+  const StepProduct<S> whh(w_hh, b16, 3, H, H, plan, T);
   const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 3, H, I, plan.units, plan.max_rows(), T,
                              plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -61,11 +59,8 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
     bf16* h16_out = b16 != nullptr ? b16->h_at(slot_out(t, reverse)) : nullptr;
     if (in_step)
       wih.gemm(tl.u, tl.gemm_rows(rows[t]), x + (t * B + b0) * I, I, S(0), g_t + b0 * G3, G3);
-    if (b16 != nullptr)
-      whh16.gemm(tl.u, tl.gemm_rows(rows[t]), h16_in + b0 * H, H, 0.0f,
-                 as_float(gh) + b0 * G3, G3);
-    else
-      whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(0), gh + b0 * G3, G3);
+    whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, h16_in + b0 * H, H, S(0),
+             gh + b0 * G3, G3);
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(h_out + b * H + lo, h_in + b * H + lo, hi - lo);
@@ -182,8 +177,7 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
   const Bf16Operands operands = b16 ? bf16_args.operands() : Bf16Operands{};
   AT_DISPATCH_FLOATING_TYPES(dt, "gru_forward_cpu", [&] {
     gru_forward_kernel<scalar_t>(
-        d, b16 ? nullptr : x.data_ptr<scalar_t>(), b16 ? nullptr : w_ih.data_ptr<scalar_t>(),
-        b16 ? nullptr : w_hh.data_ptr<scalar_t>(),
+        d, data_or_null<scalar_t>(x), data_or_null<scalar_t>(w_ih), data_or_null<scalar_t>(w_hh),
         b_ih.has_value() ? b_ih->data_ptr<scalar_t>() : nullptr,
         b_hh.has_value() ? b_hh->data_ptr<scalar_t>() : nullptr,
         len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, y.data_ptr<scalar_t>(),

@@ -44,6 +44,12 @@ inline at::Tensor as_work(const at::Tensor& t, at::ScalarType dt) {
   return t.to(dt).contiguous();
 }
 
+// t's data, or null for an undefined tensor (an operand a kernel does not read).
+template <typename S>
+inline S* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<S>() : nullptr;
+}
+
 // An op's result in the caller's dtype dt (bfloat16 and float16 inputs run in float32).
 inline at::Tensor as_out(const at::Tensor& t, at::ScalarType dt) {
   return t.scalar_type() == dt ? t : t.to(dt);

@@ -48,9 +48,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
       (G4 * P + (w_hr != nullptr ? P * H : 0)) * weight_element_bytes<S>(b16);
   const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T, in_step);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
-  const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 4, H, P, plan.units,
-                             plan.max_rows(), T, plan.gemm_rows_vary());
-  const Bf16GateRowSlices whh16(b16 != nullptr ? b16->w_hh : nullptr, 4, H, P, plan.units);
+  const StepProduct<S> whh(w_hh, b16, 4, H, P, plan, T);
   const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 4, H, I, plan.units, plan.max_rows(), T,
                              plan.gemm_rows_vary());
   const GateRowSlices<S> whr(w_hr, 1, P, H, outs, plan.max_rows(), T, plan.gemm_rows_vary());
@@ -87,10 +85,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
     const bf16* h16_in = b16 != nullptr ? b16->h_at(slot_in(t, reverse)) : nullptr;
     bf16* h16_out = b16 != nullptr ? b16->h_at(slot_out(t, reverse)) : nullptr;
     if (in_step) wih.gemm(tl.u, m, x + (t * B + b0) * I, I, S(0), g_t + b0 * G4, G4);
-    if (b16 != nullptr)
-      whh16.gemm(tl.u, m, h16_in + b0 * P, P, 1.0f, as_float(g_t) + b0 * G4, G4);
-    else
-      whh.gemm(tl.u, m, h_in + b0 * P, P, S(1), g_t + b0 * G4, G4);
+    whh.gemm(tl.u, m, h_in + b0 * P, h16_in + b0 * P, P, S(1), g_t + b0 * G4, G4);
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
         copy_row(c_out + b * H + lo, c_in + b * H + lo, hi - lo);
@@ -251,8 +246,7 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   const Bf16Operands operands = b16 ? bf16_args.operands() : Bf16Operands{};
   AT_DISPATCH_FLOATING_TYPES(dt, "lstm_forward_cpu", [&] {
     lstm_forward_kernel<scalar_t>(
-        d, b16 ? nullptr : x.data_ptr<scalar_t>(), b16 ? nullptr : w_ih.data_ptr<scalar_t>(),
-        b16 ? nullptr : w_hh.data_ptr<scalar_t>(),
+        d, data_or_null<scalar_t>(x), data_or_null<scalar_t>(w_ih), data_or_null<scalar_t>(w_hh),
         bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
         w_hr.has_value() ? w_hr->data_ptr<scalar_t>() : nullptr,
         len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, y.data_ptr<scalar_t>(),

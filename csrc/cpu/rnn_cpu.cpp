@@ -42,9 +42,7 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const int64_t weight_bytes = H * H * weight_element_bytes<S>(b16);  // read every step
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
-  const GateRowSlices<S> whh(b16 == nullptr ? w_hh : nullptr, 1, H, H, plan.units,
-                             plan.max_rows(), T, plan.gemm_rows_vary());
-  const Bf16GateRowSlices whh16(b16 != nullptr ? b16->w_hh : nullptr, 1, H, H, plan.units);
+  const StepProduct<S> whh(w_hh, b16, 1, H, H, plan, T);
   const GateRowSlices<S> wih(in_step ? w_ih : nullptr, 1, H, I, plan.units, plan.max_rows(), T,
                              plan.gemm_rows_vary());
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -57,11 +55,8 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
     bf16* h16_out = b16 != nullptr ? b16->h_at(slot_out(t, reverse)) : nullptr;
     if (in_step)
       wih.gemm(tl.u, tl.gemm_rows(rows[t]), x + (t * B + b0) * I, I, S(0), y_t + b0 * H, H);
-    if (b16 != nullptr)
-      whh16.gemm(tl.u, tl.gemm_rows(rows[t]), h16_in + b0 * H, H, 1.0f, as_float(y_t) + b0 * H,
-                 H);
-    else
-      whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, H, S(1), y_t + b0 * H, H);
+    whh.gemm(tl.u, tl.gemm_rows(rows[t]), h_in + b0 * H, h16_in + b0 * H, H, S(1),
+             y_t + b0 * H, H);
     for (int64_t b = b0; b < tl.b1; ++b) {
       S* y_row = y_t + b * H;
       if (!row_active(len, b, t)) {  // a finished row keeps its state and outputs zeros
@@ -175,8 +170,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   AT_DISPATCH_FLOATING_TYPES(dt, "rnn_forward_cpu", [&] {
     with_activation(relu, [&](auto act) {
       rnn_forward_kernel<scalar_t, decltype(act)::value>(
-          d, b16 ? nullptr : x.data_ptr<scalar_t>(), b16 ? nullptr : w_ih.data_ptr<scalar_t>(),
-          b16 ? nullptr : w_hh.data_ptr<scalar_t>(),
+          d, data_or_null<scalar_t>(x), data_or_null<scalar_t>(w_ih), data_or_null<scalar_t>(w_hh),
           bias.has_value() ? bias->data_ptr<scalar_t>() : nullptr,
           len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse,
           y.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), b16 ? &operands : nullptr);
