@@ -110,6 +110,31 @@ BF16_TARGET void panel_rows(int64_t k, const bf16* A, int64_t lda, const bf16* p
   }
 }
 
+// One panel of W [k, n] as it is (the backward's dA W): `cols` <= kBf16Panel columns from
+// w (row stride ldw), each pair of k rows interleaved value by value; columns past cols
+// and an odd k's missing last row zero.
+BF16_TARGET void pack_rows_as_is(const bf16* w, int64_t ldw, int64_t k, int64_t cols,
+                                 bf16* panel) {
+  // Output value 2i takes the first row's column i (index i), value 2i + 1 the second
+  // row's (32 + i: the second table); the high half does columns 16..31.
+  alignas(64) int16_t lo_idx[32], hi_idx[32];
+  for (int i = 0; i < 16; ++i) {
+    lo_idx[2 * i] = static_cast<int16_t>(i);
+    lo_idx[2 * i + 1] = static_cast<int16_t>(32 + i);
+    hi_idx[2 * i] = static_cast<int16_t>(16 + i);
+    hi_idx[2 * i + 1] = static_cast<int16_t>(48 + i);
+  }
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  const __mmask32 m = cols >= 32 ? ~__mmask32{0} : (__mmask32{1} << cols) - 1;
+  for (int64_t p = 0; 2 * p < k; ++p) {
+    const __m512i a = _mm512_maskz_loadu_epi16(m, w + 2 * p * ldw);
+    const __m512i b = 2 * p + 1 < k ? _mm512_maskz_loadu_epi16(m, w + (2 * p + 1) * ldw)
+                                    : _mm512_setzero_si512();
+    _mm512_storeu_si512(panel + p * 2 * kBf16Panel, _mm512_permutex2var_epi16(a, lo, b));
+    _mm512_storeu_si512(panel + p * 2 * kBf16Panel + 32, _mm512_permutex2var_epi16(a, hi, b));
+  }
+}
+
 // vcvtneps2bf16 rounds to nearest even, as c10's conversion does (it also flushes
 // float32 subnormals, below 1.2e-38, to zero).
 BF16_TARGET void round_avx512(const float* src, bf16* dst, int64_t n) {
@@ -141,15 +166,15 @@ bool bf16_products_for(int64_t T, int64_t B) {
   return T >= 16 || (T >= 4 && T * B >= 64);
 }
 
-Bf16PackedB::Bf16PackedB(int64_t k, int64_t n, const bf16* w, int64_t ldw)
+Bf16PackedB::Bf16PackedB(bool trans_w, int64_t k, int64_t n, const bf16* w, int64_t ldw)
     : k_(k), n_(n),
       panels_(at::empty({ceil_div(n, kBf16Panel) * ceil_div(k, 2) * 2 * kBf16Panel},
                         at::TensorOptions().dtype(at::kBFloat16))) {
-  const int64_t pairs = ceil_div(k, 2);
+  const int64_t pairs = ceil_div(k, 2), n_panels = ceil_div(n, kBf16Panel);
   bf16* out = panels_.data_ptr<bf16>();
 #if FUSED_RNN_BF16_DOT
   static_assert(kBf16Panel == panel::kPanel, "a bfloat16 pair per float32 panel slot");
-  if (k % 2 == 0 && ldw % 2 == 0) {
+  if (trans_w && k % 2 == 0 && ldw % 2 == 0) {
     // Each pair of k is one 32-bit word of W's row, and the panels hold those words as
     // panel_gemm.h's float32 panels hold floats: its (vectorized, parallel) transposing
     // pack moves them bit for bit.
@@ -157,16 +182,26 @@ Bf16PackedB::Bf16PackedB(int64_t k, int64_t n, const bf16* w, int64_t ldw)
                reinterpret_cast<float*>(out));
     return;
   }
+  if (!trans_w) {
+    // A thread gets at least ~64 KB of panels (inline inside a parallel region).
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, pairs * kBf16Panel));
+    at::parallel_for(0, n_panels, grain, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q)
+        pack_rows_as_is(w + q * kBf16Panel, ldw, k, std::min(kBf16Panel, n - q * kBf16Panel),
+                        out + q * pairs * 2 * kBf16Panel);
+    });
+    return;
+  }
 #endif
   // Zeros first: the padding columns and an odd k's last value stay zero.
   std::memset(static_cast<void*>(out), 0, panels_.numel() * sizeof(bf16));
-  for (int64_t q = 0; q < ceil_div(n, kBf16Panel); ++q) {
+  for (int64_t q = 0; q < n_panels; ++q) {
     bf16* panel = out + q * pairs * 2 * kBf16Panel;
     const int64_t c0 = q * kBf16Panel, cols = std::min(kBf16Panel, n - c0);
-    for (int64_t i = 0; i < cols; ++i) {
-      const bf16* row = w + (c0 + i) * ldw;  // column c0 + i of W^T
-      for (int64_t j = 0; j < k; ++j) panel[((j / 2) * kBf16Panel + i) * 2 + j % 2] = row[j];
-    }
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t j = 0; j < k; ++j)  // op(W)[j, c0 + i]
+        panel[((j / 2) * kBf16Panel + i) * 2 + j % 2] =
+            trans_w ? w[(c0 + i) * ldw + j] : w[j * ldw + c0 + i];
   }
 }
 
@@ -207,7 +242,8 @@ Bf16GateRowSlices::Bf16GateRowSlices(const bf16* w, int64_t gates, int64_t N, in
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t p = i / gates, g = i % gates, lo = blocks.lo(p), hi = blocks.hi(p);
       if (hi > lo)
-        slices_[i] = std::make_unique<Bf16PackedB>(K, hi - lo, w + (g * N + lo) * K, K);
+        slices_[i] = std::make_unique<Bf16PackedB>(/*trans_w=*/true, K, hi - lo,
+                                                   w + (g * N + lo) * K, K);
     }
   });
 }
@@ -220,9 +256,30 @@ void Bf16GateRowSlices::gemm(int64_t p, int64_t m, const bf16* A, int64_t lda, f
     slices_[p * gates_ + g]->gemm(m, A, lda, beta, out + g * N_ + lo, ldo);
 }
 
+Bf16ColumnSlices::Bf16ColumnSlices(const bf16* w, int64_t rows, int64_t K,
+                                   const UnitBlocks& blocks)
+    : blocks_(blocks) {
+  if (w == nullptr) return;
+  slices_.resize(blocks.count);
+  at::parallel_for(0, blocks.count, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t lo = blocks.lo(p), hi = blocks.hi(p);
+      if (hi > lo)
+        slices_[p] = std::make_unique<Bf16PackedB>(/*trans_w=*/false, rows, hi - lo, w + lo, K);
+    }
+  });
+}
+
+void Bf16ColumnSlices::gemm(int64_t p, int64_t m, const bf16* dA, int64_t lda, float beta,
+                            float* out, int64_t ldo) const {
+  const int64_t lo = blocks_.lo(p), hi = blocks_.hi(p);
+  if (lo >= hi) return;
+  slices_[p]->gemm(m, dA, lda, beta, out + lo, ldo);
+}
+
 void project_rows_bf16(int64_t T, int64_t B, int64_t I, int64_t N, const bf16* x,
                        const bf16* w, float* out, const std::vector<int64_t>& rows) {
-  const Bf16PackedB packed(I, N, w, I);
+  const Bf16PackedB packed(/*trans_w=*/true, I, N, w, I);
   // Work items of up to kChunk consecutive rows of x (flat row t * B + b), spread over the
   // threads: steps where every row runs are one block of rows (at B = 1 a step alone
   // would be a one-row product), the other steps their running rows.

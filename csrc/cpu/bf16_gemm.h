@@ -1,6 +1,7 @@
 // bfloat16 products for the CPU time loops on CPUs with AVX512-BF16 (vdpbf16ps):
-//   C[m, n] = A[m, k] W^T + beta * C,  A [m, k] and W [n, k] bfloat16 (torch's layout),
-//   C float32, accumulated in float32 (the product of two bfloat16 numbers is exact there).
+//   C[m, n] = A[m, k] op(W) + beta * C,  op(W) = W^T for W [n, k] (torch's weight layout, the
+//   forward's products) or W for W [k, n] (the backward's dA W); A and W bfloat16, C float32,
+//   accumulated in float32 (the product of two bfloat16 numbers is exact there).
 // Such a CPU multiplies bfloat16 pairs at twice float32's rate or more (benchmarks/NOTES.md,
 // session 18: one core, 4-32 rows, 215-224 GFLOP/s against float32's ~95); torch.nn's
 // oneDNN LSTM does the same for bfloat16 input, so without it a bfloat16 LSTM here ran at
@@ -32,13 +33,14 @@ bool bf16_dot_available();
 // H = 512 B = 8 0.18-0.53x at T = 1-4, 1.95x at T = 8 (benchmarks/NOTES.md, session 18).
 bool bf16_products_for(int64_t T, int64_t B);
 
-// W^T for W [n, k] (row stride ldw), packed once into panels of 32 columns: for each pair
+// op(W) [k, n] (row stride ldw of W), packed once into panels of 32 columns: for each pair
 // of k rows, each column's two values adjacent, as vdpbf16ps reads them (odd k: the last
-// pair's second value zero). The caller keeps nothing alive: this owns its copy. Packs on
-// the calling thread, or in parallel over panels when called outside a parallel region.
+// pair's second value zero). op(W) = W^T for W [n, k] when trans_w, else W [k, n]. The
+// caller keeps nothing alive: this owns its copy. Packs on the calling thread, or in
+// parallel over panels when called outside a parallel region.
 class Bf16PackedB {
  public:
-  Bf16PackedB(int64_t k, int64_t n, const bf16* w, int64_t ldw);
+  Bf16PackedB(bool trans_w, int64_t k, int64_t n, const bf16* w, int64_t ldw);
   Bf16PackedB(const Bf16PackedB&) = delete;
   Bf16PackedB& operator=(const Bf16PackedB&) = delete;
 
@@ -65,6 +67,21 @@ class Bf16GateRowSlices {
   int64_t gates_, N_;
   UnitBlocks blocks_;
   std::vector<std::unique_ptr<Bf16PackedB>> slices_;  // block p, gate g at p * gates + g
+};
+
+// Backward, dA W for a step team's blocks of state columns (recurrent_slices.h's
+// ColumnSlices in bfloat16): block p's columns of W [rows, K] (all its rows), written to
+// out[:, lo .. hi].
+class Bf16ColumnSlices {
+ public:
+  // w null: nothing packed, gemm() never called.
+  Bf16ColumnSlices(const bf16* w, int64_t rows, int64_t K, const UnitBlocks& blocks);
+  void gemm(int64_t p, int64_t m, const bf16* dA, int64_t lda, float beta, float* out,
+            int64_t ldo) const;
+
+ private:
+  UnitBlocks blocks_;
+  std::vector<std::unique_ptr<Bf16PackedB>> slices_;  // block p at p
 };
 
 // out[t, b, :] = x[t, b, :] W^T for the rows that run (input_projection.h's project_rows in

@@ -41,7 +41,7 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const bool in_step = project_input<S>(T, B, I, G3, x, w_ih, gates, rows, b16);
   // A tile owns hidden units [lo, hi) (their 3 gate columns of gh and of gates) of its
   // batch rows [b0, b1).
-  const int64_t weight_bytes = G3 * H * weight_element_bytes<S>(b16);  // read every step
+  const int64_t weight_bytes = G3 * H * weight_element_bytes<S>(b16 != nullptr);  // every step
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
   const StepProduct<S> whh(w_hh, b16, 3, H, H, plan, T);
@@ -83,19 +83,24 @@ void gru_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
 
 // Returns db_ih and db_hh (empty without a bias or !need_dw). dx is null when x needs no
 // gradient; dw_ih and dw_hh are not written when !need_dw; dh ends as h0's gradient only
-// when need_dh0.
+// when need_dh0. b16: the bfloat16 operands where the products run in bfloat16 (then x,
+// w_ih and w_hh are not read, and the products after the loop are the caller's:
+// bf16_grad_products), else null.
 template <typename S>
 std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     const LayerDims& d, const S* dy, const S* x, const S* w_ih, const S* w_hh,
     const int64_t* len, const std::vector<int64_t>& rows, bool reverse, bool has_bias,
     bool need_dw, bool need_dh0, const S* gates, const S* hs, const S* hn, S* dh, S* dgi, S* dgh,
-    S* dx, S* dw_ih, S* dw_hh, const at::TensorOptions& opts) {
+    S* dx, S* dw_ih, S* dw_hh, const at::TensorOptions& opts, const Bf16Grads* b16) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, G3 = 3 * H;
   // A tile owns hidden units [lo, hi) (its columns of dh = dgh W_hh, and its cells) of
   // its batch rows [b0, b1).
-  const int64_t weight_bytes = G3 * H * int64_t{sizeof(S)};  // read every step
+  const int64_t weight_bytes = G3 * H * weight_element_bytes<S>(b16 != nullptr);  // every step
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
-  const ColumnSlices<S> whh(w_hh, G3, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const StepGradProduct<S> whh(w_hh, b16, G3, H, plan.units, plan, T);
+  // dgi and dgh in bfloat16
+  bf16* dgi16 = b16 != nullptr ? b16->dg_in : nullptr;
+  bf16* dgh16 = b16 != nullptr ? b16->dg_h : nullptr;
   const BiasGradSums<S> db(has_bias && need_dw, plan, 2 * G3, opts);  // [db_ih | db_hh]
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -103,8 +108,9 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     if (lo >= hi) return;
     if (s > 0) {  // dL/dh_prev of the step after this one: its pass left dh_tot * z in dh
       const int64_t t_next = step_of(s - 1);  // active rows of dgh there; the rest are 0
-      whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), dgh + (t_next * B + b0) * G3, G3, S(1),
-               dh + b0 * H, H);
+      const int64_t off = (t_next * B + b0) * G3;
+      whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), dgh + off, offset_or_null(dgh16, off), G3,
+               S(1), dh + b0 * H, H);
     }
     const S* h_in = hs + slot_in(t, reverse) * B * H;
     const S* g_t = gates + t * B * G3;
@@ -112,12 +118,20 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     const S* dy_t = dy + t * B * H;
     S* dgi_t = dgi + t * B * G3;
     S* dgh_t = dgh + t * B * G3;
+    // Row b's gate gradients in bfloat16, for the products that multiply them.
+    auto round_row = [&](int64_t b) {
+      if (b16 == nullptr) return;
+      const int64_t off = (t * B + b) * G3;
+      round_gate_columns(dgi + off, dgi16 + off, 3, H, lo, hi);
+      round_gate_columns(dgh + off, dgh16 + off, 3, H, lo, hi);
+    };
     for (int64_t b = b0; b < tl.b1; ++b) {
       if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
         for (int64_t k = 0; k < 3; ++k) {
           zero_row(dgi_t + b * G3 + k * H + lo, hi - lo);
           zero_row(dgh_t + b * G3 + k * H + lo, hi - lo);
         }
+        round_row(b);
         continue;
       }
       const int64_t ro = b * H;
@@ -125,6 +139,7 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
         gru_backward_elem<decltype(lane)>(g_t + b * G3, hn_t + ro, h_in + ro, dh + ro,
                                           dy_t + ro, dgi_t + b * G3, dgh_t + b * G3, j, H);
       });
+      round_row(b);
       if (db.wanted()) {
         db.add(tl, 0, dgi_t + b * G3, 3, H, lo, hi);
         db.add(tl, G3, dgh_t + b * G3, 3, H, lo, hi);
@@ -132,9 +147,10 @@ std::pair<at::Tensor, at::Tensor> gru_backward_kernel(
     }
   });
   if (T > 0 && need_dh0) {  // dL/dh_prev of the first step, h0's gradient
-    const int64_t t = step_of(T - 1);
-    gemm<S>(false, false, rows[t], H, G3, S(1), dgh + t * B * G3, G3, w_hh, H, S(1), dh, H);
+    const int64_t off = step_of(T - 1) * B * G3;
+    whh.add_all_columns(rows[step_of(T - 1)], dgh + off, offset_or_null(dgh16, off), G3, dh, H);
   }
+  if (b16 != nullptr) return {db.total(0, G3), db.total(G3, G3)};
   const int64_t TB = T * B;
   if (dx != nullptr) large_gemm<S>(false, false, TB, I, G3, S(1), dgi, G3, w_ih, I, S(0), dx, I);
   if (need_dw) {
@@ -198,32 +214,49 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   const LayerDims d = check_gru_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in,
                                               lengths, gates_in, hs_in, hn_in);
   const auto dt = work_dtype(x_in);
-  const at::Tensor dy = as_work(dy_in, dt), x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
-                   w_hh = as_work(w_hh_in, dt), gates = gates_in.contiguous(),
-                   hs = hs_in.contiguous(), hn = hn_in.contiguous();
+  // The products in bfloat16 where the forward ran them so (gru_forward_cpu); the float32
+  // copies of x and the weights are not made then.
+  const bool b16 = x_in.scalar_type() == at::kBFloat16 && bf16_products_for(d.T, d.B);
+  const at::Tensor dy = as_work(dy_in, dt), x = b16 ? at::Tensor() : as_work(x_in, dt),
+                   w_ih = b16 ? at::Tensor() : as_work(w_ih_in, dt),
+                   w_hh = b16 ? at::Tensor() : as_work(w_hh_in, dt),
+                   gates = gates_in.contiguous(), hs = hs_in.contiguous(),
+                   hn = hn_in.contiguous();
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
-  const auto opts = x.options();
+  const auto opts = dy.options();
   // The running gradient of the state, updated in place step by step (a fresh copy:
   // the caller's tensor is never written).
   at::Tensor dh = fresh_copy(dh_n_in, dt);
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
-  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(need_dw, {3 * H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(need_dw, {3 * H, H}, opts);
+  // (With bfloat16 products, dx and the weight gradients come from bf16_grad_products.)
+  at::Tensor dx = grad_buffer(need_dx && !b16, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw && !b16, {3 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw && !b16, {3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  const Bf16BackLayer bf16_args =
+      b16 ? bf16_back_layer(w_hh_in, T, B, 3 * H, 3 * H) : Bf16BackLayer{};
+  const Bf16Grads operands = b16 ? bf16_args.grads() : Bf16Grads{};
   at::Tensor db_ih, db_hh;
   AT_DISPATCH_FLOATING_TYPES(dt, "gru_backward_cpu", [&] {
     std::tie(db_ih, db_hh) = gru_backward_kernel<scalar_t>(
-        d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
-        w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
+        d, dy.data_ptr<scalar_t>(), data_or_null<scalar_t>(x), data_or_null<scalar_t>(w_ih),
+        data_or_null<scalar_t>(w_hh), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
         reverse, has_bias, need_dw, need_dh0, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
         hn.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
-        dgh.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
-        need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
-        need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr, opts);
+        dgh.data_ptr<scalar_t>(), need_dx && !b16 ? dx.data_ptr<scalar_t>() : nullptr,
+        need_dw && !b16 ? dw_ih.data_ptr<scalar_t>() : nullptr,
+        need_dw && !b16 ? dw_hh.data_ptr<scalar_t>() : nullptr, opts,
+        b16 ? &operands : nullptr);
   });
+  if (b16) {
+    const Bf16GradProducts g = bf16_grad_products(
+        bf16_args, x_in, w_ih_in, hs.narrow(0, slot_in(0, reverse), T), need_dx, need_dw);
+    dx = g.dx;
+    dw_ih = g.dw_ih;
+    dw_hh = g.dw_hh;
+  }
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt),
           as_out(db_ih, out_dt), as_out(db_hh, out_dt),

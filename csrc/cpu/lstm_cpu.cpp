@@ -8,9 +8,10 @@
 // lstm_forward_elem on those units. Backward walks the steps in reverse the same way (its
 // slice of dgates W_hh, then the cell's backward on its units), then forms dx and every weight
 // gradient as one large GEMM (or sum) over all steps. Nothing is allocated inside the time
-// loops. bfloat16 input on a CPU with AVX512-BF16 runs the forward's products in bfloat16
-// (bf16_gemm.h: x, W and the state h rounded to bfloat16, sums in float32), as torch.nn's
-// oneDNN LSTM does; the backward stays float32.
+// loops. bfloat16 input on a CPU with AVX512-BF16 runs the products in bfloat16, as
+// torch.nn's oneDNN LSTM does (bf16_layer.h; sums in float32): the forward's of x, W and the
+// state h rounded to bfloat16, the backward's of the gate gradients rounded to bfloat16;
+// the cell's math, the states and what is saved stay float32.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -45,7 +46,7 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
   const int64_t lanes = at::vec::Vectorized<S>::size();
   // W_hh and W_hr, read every step
   const int64_t weight_bytes =
-      (G4 * P + (w_hr != nullptr ? P * H : 0)) * weight_element_bytes<S>(b16);
+      (G4 * P + (w_hr != nullptr ? P * H : 0)) * weight_element_bytes<S>(b16 != nullptr);
   const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T, in_step);
   const UnitBlocks outs = split_blocks(P, plan.units.count, lanes);
   const StepProduct<S> whh(w_hh, b16, 4, H, P, plan, T);
@@ -111,7 +112,9 @@ void lstm_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S*
 }
 
 // Returns db (the bias gradient; empty without a bias or !need_dw). dx is null when x
-// needs no gradient; dw_ih, dw_hh and dw_hr are not written when !need_dw.
+// needs no gradient; dw_ih, dw_hh and dw_hr are not written when !need_dw. b16: the
+// bfloat16 operands where the products run in bfloat16 (then x, w_ih and w_hh are not
+// read, and the products after the loop are the caller's: bf16_grad_products), else null.
 template <typename S>
 at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                 const S* w_hh, const S* w_hr, const int64_t* len,
@@ -119,7 +122,7 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
                                 bool need_dw, bool need_dh0, const S* gates, const S* hs,
                                 const S* cs, const S* h_raw, S* dh, S* dc, S* dgates, S* dr,
                                 S* dh_raw, S* dx, S* dw_ih, S* dw_hh, S* dw_hr,
-                                const at::TensorOptions& opts) {
+                                const at::TensorOptions& opts, const Bf16Grads* b16) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P, G4 = 4 * H;
   const bool proj = w_hr != nullptr;
   // A tile owns hidden units [lo, hi) and state columns outs of unit block u (the same
@@ -127,12 +130,14 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
   // its batch rows [b0, b1).
   const int64_t lanes = at::vec::Vectorized<S>::size();
   // W_hh and W_hr, read every step
-  const int64_t weight_bytes = (G4 * P + (w_hr != nullptr ? P * H : 0)) * int64_t{sizeof(S)};
+  const int64_t weight_bytes =
+      (G4 * P + (w_hr != nullptr ? P * H : 0)) * weight_element_bytes<S>(b16 != nullptr);
   const TeamPlan plan = plan_team(B, H, lanes, weight_bytes, len, T);
   const UnitBlocks units = plan.units, outs = split_blocks(P, units.count, lanes);
   // Block u's columns `outs` of W_hh for dL/dh_prev = dgates W_hh, and its columns
   // `units` of W_hr for dL/dh_raw = dr W_hr.
-  const ColumnSlices<S> whh(w_hh, G4, P, outs, plan.max_rows(), T, plan.gemm_rows_vary());
+  const StepGradProduct<S> whh(w_hh, b16, G4, P, outs, plan, T);
+  bf16* dg16 = b16 != nullptr ? b16->dg_in : nullptr;  // dgates in bfloat16
   const ColumnSlices<S> whr(w_hr, P, H, units, plan.max_rows(), T, plan.gemm_rows_vary());
   const BiasGradSums<S> db(has_bias && need_dw, plan, G4, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
@@ -148,8 +153,9 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
       const int64_t lo = outs.lo(tl.u), hi = outs.hi(tl.u);
       if (lo < hi && s > 0) {
         const int64_t t_next = step_of(s - 1);  // active rows of dgates there; the rest are 0
-        whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), dgates + (t_next * B + b0) * G4, G4, S(1),
-                 dh + b0 * P, P);
+        const int64_t off = (t_next * B + b0) * G4;
+        whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), dgates + off, offset_or_null(dg16, off), G4,
+                 S(1), dh + b0 * P, P);
       }
       if (proj && lo < hi) {  // dL/dr of this step, kept for dW_hr
         for (int64_t b = b0; b < tl.b1; ++b) {
@@ -177,6 +183,7 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
       S* da = dg_t + b * G4;
       if (!row_active(len, b, t)) {  // a finished row passes dh and dc through untouched
         for (int64_t k = 0; k < 4; ++k) zero_row(da + k * H + lo, hi - lo);
+        if (dg16 != nullptr) round_gate_columns(da, dg16 + (t * B + b) * G4, 4, H, lo, hi);
         continue;
       }
       const int64_t ro = b * H;
@@ -186,14 +193,16 @@ at::Tensor lstm_backward_kernel(const LayerDims& d, const S* dy, const S* x, con
         lstm_backward_elem<decltype(lane)>(g_t + b * G4, c_in + ro, c_out + ro, dhc, dyc,
                                            dc + ro, da, j, H);
       });
+      if (dg16 != nullptr) round_gate_columns(da, dg16 + (t * B + b) * G4, 4, H, lo, hi);
       if (db.wanted()) db.add(tl, 0, da, 4, H, lo, hi);
     }
   });
   if (T > 0 && need_dh0) {  // dL/dh_prev of the first step, h0's gradient
-    const int64_t t = step_of(T - 1);
-    gemm<S>(false, false, rows[t], P, G4, S(1), dgates + t * B * G4, G4, w_hh, P, S(1), dh, P);
+    const int64_t off = step_of(T - 1) * B * G4;
+    whh.add_all_columns(rows[step_of(T - 1)], dgates + off, offset_or_null(dg16, off), G4, dh, P);
   }
   const int64_t TB = T * B;
+  if (b16 != nullptr) return db.total(0, G4);
   if (dx != nullptr)
     large_gemm<S>(false, false, TB, I, G4, S(1), dgates, G4, w_ih, I, S(0), dx, I);
   if (need_dw) {
@@ -270,13 +279,19 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
                                                w_hh_in, w_hr_in, lengths, gates_in, hs_in,
                                                cs_in, h_raw_in);
   const auto dt = work_dtype(x_in);
-  const at::Tensor dy = as_work(dy_in, dt), x = as_work(x_in, dt), w_ih = as_work(w_ih_in, dt),
-                   w_hh = as_work(w_hh_in, dt), gates = gates_in.contiguous(),
-                   hs = hs_in.contiguous(), cs = cs_in.contiguous(), h_raw = h_raw_in.contiguous();
+  // The products in bfloat16 where the forward ran them so (lstm_forward_cpu); the float32
+  // copies of x and the weights are not made then.
+  const bool b16 = x_in.scalar_type() == at::kBFloat16 && !w_hr_in.has_value() &&
+                   bf16_products_for(d.T, d.B);
+  const at::Tensor dy = as_work(dy_in, dt), x = b16 ? at::Tensor() : as_work(x_in, dt),
+                   w_ih = b16 ? at::Tensor() : as_work(w_ih_in, dt),
+                   w_hh = b16 ? at::Tensor() : as_work(w_hh_in, dt),
+                   gates = gates_in.contiguous(), hs = hs_in.contiguous(),
+                   cs = cs_in.contiguous(), h_raw = h_raw_in.contiguous();
   const auto w_hr = as_work(w_hr_in, dt);
   const bool proj = w_hr.has_value();
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H, P = d.P;
-  const auto opts = x.options();
+  const auto opts = dy.options();
   // Running gradients of the state, updated in place step by step (fresh copies:
   // the caller's tensors are never written).
   at::Tensor dh = fresh_copy(dh_n_in, dt);
@@ -284,27 +299,38 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
   at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts) : at::Tensor();
-  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(need_dw, {4 * H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(need_dw, {4 * H, P}, opts);
+  // (With bfloat16 products, dx and the weight gradients come from bf16_grad_products.)
+  at::Tensor dx = grad_buffer(need_dx && !b16, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw && !b16, {4 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw && !b16, {4 * H, P}, opts);
   at::Tensor dw_hr = grad_buffer(need_dw && proj, {P, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  const Bf16BackLayer bf16_args = b16 ? bf16_back_layer(w_hh_in, T, B, 4 * H, 0) : Bf16BackLayer{};
+  const Bf16Grads operands = b16 ? bf16_args.grads() : Bf16Grads{};
   at::Tensor db;
   AT_DISPATCH_FLOATING_TYPES(dt, "lstm_backward_cpu", [&] {
     db = lstm_backward_kernel<scalar_t>(
-        d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
-        w_hh.data_ptr<scalar_t>(), proj ? w_hr->data_ptr<scalar_t>() : nullptr,
+        d, dy.data_ptr<scalar_t>(), data_or_null<scalar_t>(x), data_or_null<scalar_t>(w_ih),
+        data_or_null<scalar_t>(w_hh), proj ? w_hr->data_ptr<scalar_t>() : nullptr,
         len.defined() ? len.data_ptr<int64_t>() : nullptr, rows, reverse, has_bias, need_dw,
         need_dh0, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(),
         proj ? h_raw.data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
         dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
         proj ? dr.data_ptr<scalar_t>() : nullptr, proj ? dh_raw.data_ptr<scalar_t>() : nullptr,
-        need_dx ? dx.data_ptr<scalar_t>() : nullptr,
-        need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
-        need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr,
-        need_dw && proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts);
+        need_dx && !b16 ? dx.data_ptr<scalar_t>() : nullptr,
+        need_dw && !b16 ? dw_ih.data_ptr<scalar_t>() : nullptr,
+        need_dw && !b16 ? dw_hh.data_ptr<scalar_t>() : nullptr,
+        need_dw && proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts,
+        b16 ? &operands : nullptr);
   });
+  if (b16) {
+    const Bf16GradProducts g = bf16_grad_products(
+        bf16_args, x_in, w_ih_in, hs.narrow(0, slot_in(0, reverse), T), need_dx, need_dw);
+    dx = g.dx;
+    dw_ih = g.dw_ih;
+    dw_hh = g.dw_hh;
+  }
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt),
           as_out(db, out_dt), as_out(dw_hr, out_dt),

@@ -39,7 +39,7 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
   const bool in_step = project_input<S>(T, B, I, H, x, w_ih, y, rows, b16);
   // A tile owns hidden units [lo, hi) (its rows of W_hh, its columns of y and h) of its
   // batch rows [b0, b1).
-  const int64_t weight_bytes = H * H * weight_element_bytes<S>(b16);  // read every step
+  const int64_t weight_bytes = H * H * weight_element_bytes<S>(b16 != nullptr);  // read every step
   const TeamPlan plan =
       plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T, in_step);
   const StepProduct<S> whh(w_hh, b16, 1, H, H, plan, T);
@@ -75,19 +75,22 @@ void rnn_forward_kernel(const LayerDims& d, const S* x, const S* w_ih, const S* 
 }
 
 // Returns db (the bias gradient; empty without a bias or !need_dw). dx is null when x
-// needs no gradient; dw_ih and dw_hh are not written when !need_dw.
+// needs no gradient; dw_ih and dw_hh are not written when !need_dw. b16: the bfloat16
+// operands where the products run in bfloat16 (then x, w_ih and w_hh are not read, and the
+// products after the loop are the caller's: bf16_grad_products), else null.
 template <typename S, bool kRelu>
 at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, const S* w_ih,
                                const S* w_hh, const int64_t* len, const std::vector<int64_t>& rows,
                                bool reverse, bool has_bias, bool need_dw, bool need_dh0,
                                const S* hs, S* dh, S* da, S* dx, S* dw_ih, S* dw_hh,
-                               const at::TensorOptions& opts) {
+                               const at::TensorOptions& opts, const Bf16Grads* b16) {
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
   // A tile owns hidden units [lo, hi) (its columns of dh = da W_hh, and its cells) of
   // its batch rows [b0, b1).
-  const int64_t weight_bytes = H * H * int64_t{sizeof(S)};  // read every step
+  const int64_t weight_bytes = H * H * weight_element_bytes<S>(b16 != nullptr);  // every step
   const TeamPlan plan = plan_team(B, H, at::vec::Vectorized<S>::size(), weight_bytes, len, T);
-  const ColumnSlices<S> whh(w_hh, H, H, plan.units, plan.max_rows(), T, plan.gemm_rows_vary());
+  const StepGradProduct<S> whh(w_hh, b16, H, H, plan.units, plan, T);
+  bf16* da16 = b16 != nullptr ? b16->dg_in : nullptr;  // da in bfloat16
   const BiasGradSums<S> db(has_bias && need_dw, plan, H, opts);
   auto step_of = [&](int64_t s) { return reverse ? s : T - 1 - s; };  // forward order, backwards
   run_steps(T, plan, [&](int64_t s, const Tile& tl) {
@@ -95,7 +98,8 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
     if (lo >= hi) return;
     if (s > 0) {  // dL/dh_prev of the step after this one; its pass zeroed active rows
       const int64_t t_next = step_of(s - 1);  // active rows of da there; the rest are 0
-      whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), da + (t_next * B + b0) * H, H, S(1),
+      const int64_t off = (t_next * B + b0) * H;
+      whh.gemm(tl.u, tl.gemm_rows(rows[t_next]), da + off, offset_or_null(da16, off), H, S(1),
                dh + b0 * H, H);
     }
     const S* h_t = hs + slot_out(t, reverse) * B * H;
@@ -105,6 +109,7 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
       S* da_row = da_t + b * H;
       if (!row_active(len, b, t)) {  // a finished row passes dh through untouched
         zero_row(da_row + lo, hi - lo);
+        if (da16 != nullptr) round_gate_columns(da_row, da16 + (t * B + b) * H, 1, H, lo, hi);
         continue;
       }
       const S* h_row = h_t + b * H;
@@ -113,13 +118,15 @@ at::Tensor rnn_backward_kernel(const LayerDims& d, const S* dy, const S* x, cons
       for_each_lane<S>(lo, hi, [&](auto lane, int64_t j) {
         rnn_backward_elem<decltype(lane), kRelu>(h_row, dh_row, dy_row, da_row, j);
       });
+      if (da16 != nullptr) round_gate_columns(da_row, da16 + (t * B + b) * H, 1, H, lo, hi);
       if (db.wanted()) db.add(tl, 0, da_row, 1, H, lo, hi);
     }
   });
   if (T > 0 && need_dh0) {  // dL/dh_prev of the first step, h0's gradient
-    const int64_t t = step_of(T - 1);
-    gemm<S>(false, false, rows[t], H, H, S(1), da + t * B * H, H, w_hh, H, S(1), dh, H);
+    const int64_t off = step_of(T - 1) * B * H;
+    whh.add_all_columns(rows[step_of(T - 1)], da + off, offset_or_null(da16, off), H, dh, H);
   }
+  if (b16 != nullptr) return db.total(0, H);
   const int64_t TB = T * B;
   if (dx != nullptr) large_gemm<S>(false, false, TB, I, H, S(1), da, H, w_ih, I, S(0), dx, I);
   if (need_dw) {
@@ -189,32 +196,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const LayerDims d =
       check_rnn_backward_args(op, dy_in, dh_n_in, x_in, w_ih_in, w_hh_in, lengths, hs_in);
   const auto dt = work_dtype(x_in);
-  const at::Tensor dy = as_work(dy_in, dt), x = as_work(x_in, dt),
-                   w_ih = as_work(w_ih_in, dt), w_hh = as_work(w_hh_in, dt),
-                   hs = hs_in.contiguous();
+  // The products in bfloat16 where the forward ran them so (rnn_forward_cpu); the float32
+  // copies of x and the weights are not made then.
+  const bool b16 = x_in.scalar_type() == at::kBFloat16 && bf16_products_for(d.T, d.B);
+  const at::Tensor dy = as_work(dy_in, dt), x = b16 ? at::Tensor() : as_work(x_in, dt),
+                   w_ih = b16 ? at::Tensor() : as_work(w_ih_in, dt),
+                   w_hh = b16 ? at::Tensor() : as_work(w_hh_in, dt), hs = hs_in.contiguous();
   const int64_t T = d.T, B = d.B, I = d.I, H = d.H;
-  const auto opts = x.options();
+  const auto opts = dy.options();
   // The running dL/dh, updated in place step by step (a fresh copy: the caller's
   // tensor is never written).
   at::Tensor dh = fresh_copy(dh_n_in, dt);
   at::Tensor da = at::empty({T, B, H}, opts);
-  at::Tensor dx = grad_buffer(need_dx, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(need_dw, {H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(need_dw, {H, H}, opts);
+  // (With bfloat16 products, dx and the weight gradients come from bf16_grad_products.)
+  at::Tensor dx = grad_buffer(need_dx && !b16, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(need_dw && !b16, {H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(need_dw && !b16, {H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
+  const Bf16BackLayer bf16_args = b16 ? bf16_back_layer(w_hh_in, T, B, H, 0) : Bf16BackLayer{};
+  const Bf16Grads operands = b16 ? bf16_args.grads() : Bf16Grads{};
   at::Tensor db;
   AT_DISPATCH_FLOATING_TYPES(dt, "rnn_backward_cpu", [&] {
     with_activation(relu, [&](auto act) {
       db = rnn_backward_kernel<scalar_t, decltype(act)::value>(
-          d, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), w_ih.data_ptr<scalar_t>(),
-          w_hh.data_ptr<scalar_t>(), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
+          d, dy.data_ptr<scalar_t>(), data_or_null<scalar_t>(x), data_or_null<scalar_t>(w_ih),
+          data_or_null<scalar_t>(w_hh), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
           reverse, has_bias, need_dw, need_dh0, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
-          da.data_ptr<scalar_t>(), need_dx ? dx.data_ptr<scalar_t>() : nullptr,
-          need_dw ? dw_ih.data_ptr<scalar_t>() : nullptr,
-          need_dw ? dw_hh.data_ptr<scalar_t>() : nullptr, opts);
+          da.data_ptr<scalar_t>(), need_dx && !b16 ? dx.data_ptr<scalar_t>() : nullptr,
+          need_dw && !b16 ? dw_ih.data_ptr<scalar_t>() : nullptr,
+          need_dw && !b16 ? dw_hh.data_ptr<scalar_t>() : nullptr, opts,
+          b16 ? &operands : nullptr);
     });
   });
+  if (b16) {
+    const Bf16GradProducts g = bf16_grad_products(
+        bf16_args, x_in, w_ih_in, hs.narrow(0, slot_in(0, reverse), T), need_dx, need_dw);
+    dx = g.dx;
+    dw_ih = g.dw_ih;
+    dw_hh = g.dw_hh;
+  }
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt), as_out(db, out_dt),
           state_grad(need_dh0, [&] { return as_out(dh, out_dt); }, x_in.options())};
