@@ -9,7 +9,7 @@ of VAR=value, or `auto` (none set).
         FUSED_RNN_TEAM=one,FUSED_RNN_PACKED_GEMM=mkl -- 100x4x256 200x4x128
 
 Shapes are TxBxH (input size = H). NT sets the thread count (default 2), REPS the rounds,
-VARLEN=1 feeds PackedSequences of random lengths, COLD=1 times each call right after one of
+VARLEN=1 feeds PackedSequences of random lengths, DTYPE=bfloat16 runs both in bfloat16, COLD=1 times each call right after one of
 the other library (torch.nn's after one of ours), as a call made between other work runs.
 """
 import os
@@ -29,10 +29,11 @@ def parse_variant(spec):
 
 def compare(cell, train, variants, T, B, H, rounds, varlen=False, cold=False):
     torch.manual_seed(0)
-    ref = getattr(torch.nn, cell)(H, H)
-    ours = getattr(fused_rnn, cell)(H, H)
+    dtype = getattr(torch, os.environ.get("DTYPE", "float32"))
+    ref = getattr(torch.nn, cell)(H, H).to(dtype)
+    ours = getattr(fused_rnn, cell)(H, H).to(dtype)
     ours.load_state_dict(ref.state_dict())
-    x = torch.randn(T, B, H, requires_grad=train)
+    x = torch.randn(T, B, H, dtype=dtype, requires_grad=train)
     if varlen:  # as the bench's varlen suite: lengths uniform in [T / 4, T], one of T
         lengths = torch.randint(max(1, T // 4), T + 1, (B,))
         lengths[0] = T

@@ -58,6 +58,13 @@ BF16_TARGET void panel_rows(int64_t k, const bf16* A, int64_t lda, const bf16* p
       lo[q][r] = _mm512_setzero_ps();
       hi[q][r] = _mm512_setzero_ps();
     }
+  // C is read after the k loop (beta != 0: a time loop adds to the input projection, cold
+  // by then): fetch it now, while the loop runs.
+  if (beta != 0.0f)
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc + 16), _MM_HINT_T0);
+    }
   const int64_t pairs = k / 2;
   int64_t p = 0;
   for (; p + kSets <= pairs; p += kSets)
