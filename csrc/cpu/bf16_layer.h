@@ -205,23 +205,19 @@ class StepGradProduct {
 //   dx = dg_in W_ih,  dW_ih = dg_in^T x,  dW_hh = dg_h^T h_prev
 // x [T, B, I] and w_ih [G_in, I] bfloat16, h_prev [T, B, K] float32 (the states the steps
 // multiplied, rounded here as the forward rounded them). Results in bfloat16, the op's
-// dtype; empty ([0]) where not wanted, as grad_buffer gives them.
-struct Bf16GradProducts {
-  at::Tensor dx, dw_ih, dw_hh;
-};
-inline Bf16GradProducts bf16_grad_products(const Bf16BackLayer& layer, const at::Tensor& x,
-                                           const at::Tensor& w_ih, const at::Tensor& h_prev,
-                                           bool need_dx, bool need_dw) {
+// dtype, into dx, dw_ih and dw_hh (left as they are where not wanted: empty, from
+// grad_buffer).
+inline void bf16_grad_products(const Bf16BackLayer& layer, const at::Tensor& x,
+                               const at::Tensor& w_ih, const at::Tensor& h_prev, bool need_dx,
+                               bool need_dw, at::Tensor& dx, at::Tensor& dw_ih,
+                               at::Tensor& dw_hh) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), TB = T * B;
   const at::Tensor dg_in = layer.dg_in.view({TB, -1}), dg_h = layer.dg_h.view({TB, -1});
-  const at::Tensor none = at::empty({0}, x.options());
-  Bf16GradProducts out{none, none, none};
-  if (need_dx) out.dx = at::cpu::mm(dg_in, w_ih.contiguous()).view({T, B, I});
+  if (need_dx) dx = at::cpu::mm(dg_in, w_ih.contiguous()).view({T, B, I});
   if (need_dw) {
-    out.dw_ih = at::cpu::mm(dg_in.t(), x.reshape({TB, I}));
-    out.dw_hh = at::cpu::mm(dg_h.t(), h_prev.reshape({TB, -1}).to(at::kBFloat16));
+    dw_ih = at::cpu::mm(dg_in.t(), x.reshape({TB, I}));
+    dw_hh = at::cpu::mm(dg_h.t(), h_prev.reshape({TB, -1}).to(at::kBFloat16));
   }
-  return out;
 }
 
 }  // namespace fused_rnn::cpu

@@ -324,13 +324,9 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
         need_dw && proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts,
         b16 ? &operands : nullptr);
   });
-  if (b16) {
-    const Bf16GradProducts g = bf16_grad_products(
-        bf16_args, x_in, w_ih_in, hs.narrow(0, slot_in(0, reverse), T), need_dx, need_dw);
-    dx = g.dx;
-    dw_ih = g.dw_ih;
-    dw_hh = g.dw_hh;
-  }
+  if (b16)
+    bf16_grad_products(bf16_args, x_in, w_ih_in, hs.narrow(0, slot_in(0, reverse), T), need_dx,
+                       need_dw, dx, dw_ih, dw_hh);
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt),
           as_out(db, out_dt), as_out(dw_hr, out_dt),

@@ -229,13 +229,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
           b16 ? &operands : nullptr);
     });
   });
-  if (b16) {
-    const Bf16GradProducts g = bf16_grad_products(
-        bf16_args, x_in, w_ih_in, hs.narrow(0, slot_in(0, reverse), T), need_dx, need_dw);
-    dx = g.dx;
-    dw_ih = g.dw_ih;
-    dw_hh = g.dw_hh;
-  }
+  if (b16)
+    bf16_grad_products(bf16_args, x_in, w_ih_in, hs.narrow(0, slot_in(0, reverse), T), need_dx,
+                       need_dw, dx, dw_ih, dw_hh);
   const auto out_dt = x_in.scalar_type();
   return {as_out(dx, out_dt), as_out(dw_ih, out_dt), as_out(dw_hh, out_dt), as_out(db, out_dt),
           state_grad(need_dh0, [&] { return as_out(dh, out_dt); }, x_in.options())};
