@@ -155,7 +155,21 @@ SHAPES = [  # T, B, I, H: row blocks 8/4/2/1, panel tails, odd k, one step, wide
 ]
 
 
-def _run(cell, T, B, I, H, reverse, varlen, seed=0):
+def _lengths(kind, T, B):
+    """None (every row runs all T steps), sorted lengths 1..T as a PackedSequence gives them,
+    or unsorted ones with a row of length 0 (the raw ops take both)."""
+    if kind == "padded":
+        return None
+    lengths = sorted(((T - i) % T or T for i in range(B)), reverse=True)
+    if kind == "unsorted":
+        lengths = lengths[1::2] + lengths[::2]
+        lengths[B // 2] = 0
+    return torch.tensor(lengths)
+
+
+def _run(cell, T, B, I, H, reverse, lengths_kind, seed=0, wanted_inputs=None):
+    """The op's gradients and the rounded float64 reference's, of the inputs `wanted_inputs`
+    (indices into NAMES; all by default)."""
     gates, has_c, _ = CELLS[cell]
     g = torch.Generator().manual_seed(seed + T * 1000 + B * 10 + H)
 
@@ -164,19 +178,19 @@ def _run(cell, T, B, I, H, reverse, varlen, seed=0):
 
     leaves = [randn(T, B, I), randn(gates * H, I, scale=0.3), randn(gates * H, H, scale=0.3),
               randn(gates * H), randn(gates * H), randn(B, H), randn(B, H)]
-    lengths = None
-    if varlen:
-        lengths = torch.tensor(sorted(((T - i) % T or T for i in range(B)), reverse=True))
-    ours = [t.clone().requires_grad_() for t in leaves]
+    if wanted_inputs is None:
+        wanted_inputs = list(range(len(NAMES) if has_c else len(NAMES) - 1))
+    lengths = _lengths(lengths_kind, T, B)
+    ours = [t.clone().requires_grad_(i in wanted_inputs) for i, t in enumerate(leaves)]
     out, (hs, cs) = _layer(cell, *ours, lengths, reverse)
     refs = [t.to(f64).requires_grad_() for t in leaves]
     ref_out = _reference(cell, *refs, lengths, reverse, hs, cs)
     # Gradients of the outputs: bfloat16 values, as autograd hands them to a bfloat16 op.
     grads = [randn(*o.shape) if o is not None else None for o in out]
     wanted = [i for i, o in enumerate(out) if o is not None]
-    got = torch.autograd.grad([out[i] for i in wanted], ours if has_c else ours[:6],
+    got = torch.autograd.grad([out[i] for i in wanted], [ours[i] for i in wanted_inputs],
                               [grads[i] for i in wanted])
-    ref = torch.autograd.grad([ref_out[i] for i in wanted], refs if has_c else refs[:6],
+    ref = torch.autograd.grad([ref_out[i] for i in wanted], [refs[i] for i in wanted_inputs],
                               [grads[i].to(f64) for i in wanted])
     return got, ref
 
@@ -184,27 +198,65 @@ def _run(cell, T, B, I, H, reverse, varlen, seed=0):
 NAMES = ["x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0"]
 
 
+# Three threads (on any core count): splits by units then have three blocks, with tails
+# and empty ones, and splits by rows three row blocks.
+@pytest.mark.parametrize("threads", [3], indirect=True)
 @pytest.mark.parametrize("team", ["auto", "units", "rows"])
-@pytest.mark.parametrize("varlen", [False, True], ids=["padded", "varlen"])
+@pytest.mark.parametrize("lengths", ["padded", "sorted", "unsorted"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("T,B,I,H", SHAPES)
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_gradients_match_rounded_reference(cell, T, B, I, H, reverse, varlen, team,
+def test_gradients_match_rounded_reference(cell, T, B, I, H, reverse, lengths, team, threads,
                                            monkeypatch):
     monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")  # short calls too
     if team != "auto":
         monkeypatch.setenv("FUSED_RNN_TEAM", team)
-    got, ref = _run(cell, T, B, I, H, reverse, varlen)
+    got, ref = _run(cell, T, B, I, H, reverse, lengths)
     for name, a, b in zip(NAMES, got, ref):
         assert a.dtype == torch.bfloat16
         _assert_within_rounding(name, a, b)
+
+
+@pytest.mark.parametrize("threads", [3], indirect=True)
+@pytest.mark.parametrize("team,how", [("units", 1), ("rows", 2)])
+def test_forced_splits_split(team, how, threads, monkeypatch):
+    """The forced splits above do split the loop (at B = 13, H = 40: three blocks)."""
+    monkeypatch.setenv("FUSED_RNN_TEAM", team)
+    plan = torch.ops.fused_rnn.cpu_team_plan(13, 40, 16, 4 * 40 * 40 * 2, None, 4)
+    assert plan[:2] == [how, 3]
+
+
+@pytest.mark.parametrize("wanted", [[0], [1, 2], [5, 6], [2, 3]],
+                         ids=["x", "weights", "states", "w_hh_b_ih"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_some_gradients_wanted(cell, wanted, monkeypatch):
+    """Only some inputs need gradients (no dx, or no weight gradients, or no h0's): the
+    gradients still asked for match the reference."""
+    monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")
+    if cell != "lstm":
+        wanted = [i for i in wanted if i != 6] or [5]
+    got, ref = _run(cell, 5, 9, 16, 35, False, "padded", wanted_inputs=wanted)
+    for i, a, b in zip(wanted, got, ref):
+        _assert_within_rounding(NAMES[i], a, b)
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_empty_batch(cls):
+    """B = 0 in a call long enough for bfloat16 products: no products run, and the
+    gradients are empty or zero, as float32's."""
+    module = getattr(fused_rnn, cls)(5, 7).bfloat16()
+    x = torch.zeros(16, 0, 5, dtype=torch.bfloat16, requires_grad=True)
+    y = module(x)[0]
+    y.sum().backward()
+    assert x.grad.shape == x.shape and x.grad.dtype == torch.bfloat16
+    assert all(p.grad is not None and p.grad.abs().max() == 0 for p in module.parameters())
 
 
 def test_float32_products_when_switched_off(monkeypatch):
     """FUSED_RNN_BF16_DOT=0: the backward multiplies the float32 gate gradients, which the
     rounded reference tells apart (the forward is float32 then too, but the reference runs
     from the kernel's own states)."""
-    args = ("lstm", 12, 16, 64, 64, False, False)
+    args = ("lstm", 12, 16, 64, 64, False, "padded")
     monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")
     got, ref = _run(*args)
     _assert_within_rounding("w_hh", got[2], ref[2])

@@ -40,11 +40,14 @@ SHAPES = [  # T, B, I, H: every row block size, panel tails, odd k (I or H odd),
 ]
 
 
+# Three threads (on any core count): the forced splits then have three blocks each.
+@pytest.mark.parametrize("threads", [3], indirect=True)
 @pytest.mark.parametrize("team", ["auto", "units", "rows", "one"])
 @pytest.mark.parametrize("varlen", [False, True], ids=["padded", "varlen"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("T,B,I,H", SHAPES)
-def test_states_match_rounded_h_reference(T, B, I, H, reverse, varlen, team, monkeypatch):
+def test_states_match_rounded_h_reference(T, B, I, H, reverse, varlen, team, threads,
+                                          monkeypatch):
     monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")  # short calls too
     if team != "auto":
         monkeypatch.setenv("FUSED_RNN_TEAM", team)
@@ -168,13 +171,14 @@ CELLS = {  # name: (gates, op, step, activation argument)
 }
 
 
+@pytest.mark.parametrize("threads", [3], indirect=True)
 @pytest.mark.parametrize("team", ["auto", "units", "rows"])
 @pytest.mark.parametrize("varlen", [False, True], ids=["padded", "varlen"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("T,B,I,H", SHAPES[:3] + SHAPES[6:])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_gru_and_rnn_states_match_rounded_h_reference(cell, T, B, I, H, reverse, varlen, team,
-                                                      monkeypatch):
+                                                      threads, monkeypatch):
     """The GRU's and the Elman RNN's forward products in bfloat16 likewise: each step's
     saved h against float64 from the kernel's previous h (rounded for the product)."""
     monkeypatch.setenv("FUSED_RNN_BF16_DOT", "force")

@@ -167,7 +167,8 @@ bool bf16_dot_available() {
 }
 
 bool bf16_products_for(int64_t T, int64_t B) {
-  if (!bf16_dot_available()) return false;
+  // (An empty call has no products: nothing to pack for.)
+  if (T <= 0 || B <= 0 || !bf16_dot_available()) return false;
   const char* env = std::getenv("FUSED_RNN_BF16_DOT");
   if (env != nullptr && std::strcmp(env, "force") == 0) return true;
   return T >= 16 || (T >= 4 && T * B >= 64);
@@ -268,6 +269,10 @@ Bf16ColumnSlices::Bf16ColumnSlices(const bf16* w, int64_t rows, int64_t K,
     : blocks_(blocks) {
   if (w == nullptr) return;
   slices_.resize(blocks.count);
+  if (blocks.count == 1) {  // one slice: packed in parallel over its panels
+    slices_[0] = std::make_unique<Bf16PackedB>(/*trans_w=*/false, rows, blocks.hi(0), w, K);
+    return;
+  }
   at::parallel_for(0, blocks.count, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t lo = blocks.lo(p), hi = blocks.hi(p);

@@ -26,11 +26,12 @@ using bf16 = c10::BFloat16;
 bool bf16_dot_available();
 
 // Whether a bfloat16 layer call of T steps over B rows multiplies in bfloat16: where they
-// can run and the call is long enough to pay for packing its weights into bfloat16 panels
-// (one pass over them per call), or FUSED_RNN_BF16_DOT=force. Measured under CPU autocast
-// (AMD EPYC, 2 threads, LSTM, against float32 products on float32 weights): H = 256 B = 1
-// 0.22-0.48x at T = 1-8, 1.08x at T = 16; B = 16 0.45-0.55x at T = 1-2, 1.16x at T = 4;
-// H = 512 B = 8 0.18-0.53x at T = 1-4, 1.95x at T = 8 (benchmarks/NOTES.md, session 18).
+// can run, in a call that is not empty and either long enough to pay for packing its weights
+// into bfloat16 panels (one pass over them per call) or under FUSED_RNN_BF16_DOT=force.
+// Measured under CPU autocast (AMD EPYC, 2 threads, LSTM, against float32 products on
+// float32 weights): H = 256 B = 1 0.22-0.48x at T = 1-8, 1.08x at T = 16; B = 16
+// 0.45-0.55x at T = 1-2, 1.16x at T = 4; H = 512 B = 8 0.18-0.53x at T = 1-4, 1.95x at
+// T = 8 (benchmarks/NOTES.md, session 18).
 bool bf16_products_for(int64_t T, int64_t B);
 
 // op(W) [k, n] (row stride ldw of W), packed once into panels of 32 columns: for each pair
@@ -44,7 +45,7 @@ class Bf16PackedB {
   Bf16PackedB(const Bf16PackedB&) = delete;
   Bf16PackedB& operator=(const Bf16PackedB&) = delete;
 
-  // C[:m] = A[:m] W^T + beta * C[:m] on the calling thread (A: m rows of k, stride lda).
+  // C[:m] = A[:m] op(W) + beta * C[:m] on the calling thread (A: m rows of k, stride lda).
   void gemm(int64_t m, const bf16* A, int64_t lda, float beta, float* C, int64_t ldc) const;
   int64_t n() const { return n_; }
 

@@ -212,11 +212,12 @@ inline void bf16_grad_products(const Bf16BackLayer& layer, const at::Tensor& x,
                                bool need_dw, at::Tensor& dx, at::Tensor& dw_ih,
                                at::Tensor& dw_hh) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), TB = T * B;
-  const at::Tensor dg_in = layer.dg_in.view({TB, -1}), dg_h = layer.dg_h.view({TB, -1});
+  const at::Tensor dg_in = layer.dg_in.view({TB, layer.dg_in.size(2)}),
+                   dg_h = layer.dg_h.view({TB, layer.dg_h.size(2)});
   if (need_dx) dx = at::cpu::mm(dg_in, w_ih.contiguous()).view({T, B, I});
   if (need_dw) {
     dw_ih = at::cpu::mm(dg_in.t(), x.reshape({TB, I}));
-    dw_hh = at::cpu::mm(dg_h.t(), h_prev.reshape({TB, -1}).to(at::kBFloat16));
+    dw_hh = at::cpu::mm(dg_h.t(), h_prev.reshape({TB, h_prev.size(2)}).to(at::kBFloat16));
   }
 }
 
