@@ -1,7 +1,8 @@
 """The CPU LSTM's per-step GEMMs through PackedB (csrc/cpu/blas.h) keep parity with
 torch.nn.LSTM: float32 packs W_hh once per call (into panel_gemm.h's panels at these
 batch sizes, MKL's layout for large tiles; up to 8 rows, and up to 32 on AVX-512, only
-from 8 or 16 steps, T = 9 here, below that thin_gemm.h reads it as it is), with every row
+from 8 or 16 steps, T = 9 here, below that thin_gemm.h reads it as it is; one row with
+AVX-512 outside Intel never), with every row
 count a varlen batch produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm
 throughout (=panels, =mkl: that packing for every packed product, whichever the CPU would
 pick); float64 never packs (dgemm, or thin_gemm.h up to 8 rows)."""
@@ -68,3 +69,22 @@ def test_packed_and_small_paths_match_torch(dtype, tol, varlen, proj, bidir, B, 
     for a, b in zip(_run(ref, x, (h0, c0)), _run(ours, x, (h0, c0))):
         assert a.shape == b.shape
         assert (a - b).abs().max().item() <= tol * max(1.0, a.abs().max().item())
+
+
+@pytest.mark.parametrize("proj", [0, 5])
+@pytest.mark.parametrize("switch", ["1", "panels"])
+def test_one_row_long_call_both_paths(switch, proj, monkeypatch):
+    """One row over 20 steps (a split by units gives every product one row): the choice
+    reads W as it is with AVX-512 outside Intel (thin_gemm.h; blas.cpp's
+    one_row_reads_as_is) and packs it elsewhere; =panels packs it on any CPU. Both paths,
+    forward and backward, match torch.nn."""
+    monkeypatch.setenv("FUSED_RNN_PACKED_GEMM", switch)
+    T, B, I, H = 20, 1, 7, 37
+    ref, ours = _pair(torch.float32, input_size=I, hidden_size=H, proj_size=proj)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(T, B, I, generator=g) * 0.5
+    P = proj or H
+    h0, c0 = torch.randn(1, B, P, generator=g) * 0.5, torch.randn(1, B, H, generator=g) * 0.5
+    for a, b in zip(_run(ref, x, (h0, c0)), _run(ours, x, (h0, c0))):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= 1e-5 * max(1.0, a.abs().max().item())

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
@@ -171,6 +172,22 @@ bool packing_switched_on() { return packing_mode() != Packing::kOff; }
 bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on(); }
 
 namespace {
+// Whether one-row products never pack B: with AVX-512 on a CPU other than Intel's, thin_gemm.h's kernels read W as it is as fast
+// as the panels read their packed copy, so packing (a pass over W per call) never pays.
+// Measured on an AMD EPYC (Zen 4) VM, 2 threads, interleaved in one process, torch.nn's
+// time over ours (benchmarks/NOTES.md, session 19): LSTM inference T = 100, B = 1,
+// H = 128 / 256 / 512 1.38 / 1.57 / 1.39x packed against 1.45 / 1.76 / 1.55x not; training
+// H = 256 1.74x against 1.95x, H = 512 the same; GRU H = 256 5.35x against 5.71x, training
+// 9.17x against 9.77x. Intel's (sessions 9-17: packing chosen there) and AVX2 builds keep
+// packing.
+bool one_row_reads_as_is() {
+#if defined(CPU_CAPABILITY_AVX512)
+  return !intel_cpu();
+#else
+  return false;
+#endif
+}
+
 // From how many products packing B pays (interleaved op timings, 2 threads, H = 256 and
 // 512, B = 1-64, T = 1-32; benchmarks/NOTES.md). Unpacked, up to thin_rows rows go to
 // thin_gemm.h (when `thin`), which reads B once per product without copying it: packed
@@ -178,7 +195,11 @@ namespace {
 // AVX-512; GRU T = 2-8, B = 12-32 ran 0-15% faster unpacked, session 15). A one-row product
 // otherwise goes to MKL's gemv, which reads B as it is too: from ~8. With more rows sgemm
 // re-packs B at every call, so packing pays from the second.
-int64_t uses_to_pack(bool thin, int64_t thin_rows, int64_t max_m) {
+// chosen: no FUSED_RNN_PACKED_GEMM forces a packing (a forced one still packs one row, from
+// 16 uses).
+int64_t uses_to_pack(bool thin, int64_t thin_rows, int64_t max_m, bool chosen) {
+  if (chosen && thin && max_m == 1 && one_row_reads_as_is())
+    return std::numeric_limits<int64_t>::max();
   if (thin && max_m <= thin_rows) return max_m <= 4 ? 16 : 8;
   return max_m == 1 ? 8 : 2;
 }
@@ -215,7 +236,8 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
   if constexpr (sizeof(T) == 4) {
     const Packing mode = packing_mode();
     if (mode == Packing::kOff || B == nullptr || k == 0 || n == 0) return;
-    if (uses < uses_to_pack(thin_, thin_rows<T>(trans_b), max_m)) return;
+    if (uses < uses_to_pack(thin_, thin_rows<T>(trans_b), max_m, mode == Packing::kAuto))
+      return;
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
     if (use_panels(mode, max_m, k, n, m_varies)) {
       panels_ = true;
