@@ -86,6 +86,17 @@ int64_t weight_element_bytes(bool bf16_products) {
   return bf16_products ? int64_t{sizeof(bf16)} : int64_t{sizeof(S)};
 }
 
+// Block p's product on float32 slices w (A = a), or on their bfloat16 twins w16 (A = a16,
+// a rounded to bfloat16) where in_bf16: out = A w_p + beta * out.
+template <typename S, typename Slices, typename Slices16>
+void slices_gemm(bool in_bf16, const Slices& w, const Slices16& w16, int64_t p, int64_t m,
+                 const S* a, const bf16* a16, int64_t lda, S beta, S* out, int64_t ldo) {
+  if (in_bf16)
+    w16.gemm(p, m, a16, lda, static_cast<float>(beta), as_float(out), ldo);
+  else
+    w.gemm(p, m, a, lda, beta, out, ldo);
+}
+
 // A step's recurrent product h_prev W_hh^T for a tile's block of units (W_hh [gates * N,
 // K]): on the float32 slices of W_hh, or on bfloat16 ones where b16 is given, which read
 // the rounded state instead.
@@ -103,10 +114,7 @@ class StepProduct {
   // being h_in, or h16_in in bfloat16.
   void gemm(int64_t u, int64_t m, const S* h_in, const bf16* h16_in, int64_t ldh, S beta,
             S* out, int64_t ldo) const {
-    if (bf16_)
-      w16_.gemm(u, m, h16_in, ldh, static_cast<float>(beta), as_float(out), ldo);
-    else
-      w_.gemm(u, m, h_in, ldh, beta, out, ldo);
+    slices_gemm(bf16_, w_, w16_, u, m, h_in, h16_in, ldh, beta, out, ldo);
   }
 
  private:
@@ -171,10 +179,7 @@ class StepGradProduct {
   // being dA_in, or dA16_in in bfloat16.
   void gemm(int64_t p, int64_t m, const S* dA_in, const bf16* dA16_in, int64_t lda, S beta,
             S* out, int64_t ldo) const {
-    if (bf16_)
-      w16_.gemm(p, m, dA16_in, lda, static_cast<float>(beta), as_float(out), ldo);
-    else
-      w_.gemm(p, m, dA_in, lda, beta, out, ldo);
+    slices_gemm(bf16_, w_, w16_, p, m, dA_in, dA16_in, lda, beta, out, ldo);
   }
 
   // out[:m] += dA[:m] W_hh over all columns, on the calling thread outside the time loop

@@ -172,8 +172,9 @@ bool packing_switched_on() { return packing_mode() != Packing::kOff; }
 bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on(); }
 
 namespace {
-// Whether one-row products never pack B: with AVX-512 on a CPU other than Intel's, thin_gemm.h's kernels read W as it is as fast
-// as the panels read their packed copy, so packing (a pass over W per call) never pays.
+// Whether one-row products never pack B: with AVX-512 on a CPU other than Intel's,
+// thin_gemm.h's kernels read W as it is as fast as the panels read their packed copy, so
+// packing (a pass over W per call) never pays.
 // Measured on an AMD EPYC (Zen 4) VM, 2 threads, interleaved in one process, torch.nn's
 // time over ours (benchmarks/NOTES.md, session 19): LSTM inference T = 100, B = 1,
 // H = 128 / 256 / 512 1.38 / 1.57 / 1.39x packed against 1.45 / 1.76 / 1.55x not; training

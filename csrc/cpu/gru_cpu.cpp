@@ -229,10 +229,12 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   at::Tensor dh = fresh_copy(dh_n_in, dt);
   at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
   at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
-  // (With bfloat16 products, dx and the weight gradients come from bf16_grad_products.)
-  at::Tensor dx = grad_buffer(need_dx && !b16, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(need_dw && !b16, {3 * H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(need_dw && !b16, {3 * H, H}, opts);
+  // dx and the weight gradients the kernel forms (with bfloat16 products,
+  // bf16_grad_products forms them after it).
+  const bool loop_dx = need_dx && !b16, loop_dw = need_dw && !b16;
+  at::Tensor dx = grad_buffer(loop_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(loop_dw, {3 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(loop_dw, {3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   const Bf16BackLayer bf16_args =
@@ -245,9 +247,8 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
         data_or_null<scalar_t>(w_hh), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
         reverse, has_bias, need_dw, need_dh0, gates.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(),
         hn.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(),
-        dgh.data_ptr<scalar_t>(), need_dx && !b16 ? dx.data_ptr<scalar_t>() : nullptr,
-        need_dw && !b16 ? dw_ih.data_ptr<scalar_t>() : nullptr,
-        need_dw && !b16 ? dw_hh.data_ptr<scalar_t>() : nullptr, opts,
+        dgh.data_ptr<scalar_t>(), data_if<scalar_t>(loop_dx, dx),
+        data_if<scalar_t>(loop_dw, dw_ih), data_if<scalar_t>(loop_dw, dw_hh), opts,
         b16 ? &operands : nullptr);
   });
   if (b16)

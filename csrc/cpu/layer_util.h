@@ -50,6 +50,12 @@ inline S* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<S>() : nullptr;
 }
 
+// t's data where wanted, else null (a gradient the kernel does not form).
+template <typename S>
+inline S* data_if(bool wanted, const at::Tensor& t) {
+  return wanted ? t.data_ptr<S>() : nullptr;
+}
+
 // An op's result in the caller's dtype dt (bfloat16 and float16 inputs run in float32).
 inline at::Tensor as_out(const at::Tensor& t, at::ScalarType dt) {
   return t.scalar_type() == dt ? t : t.to(dt);

@@ -299,10 +299,12 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
   at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts) : at::Tensor();
-  // (With bfloat16 products, dx and the weight gradients come from bf16_grad_products.)
-  at::Tensor dx = grad_buffer(need_dx && !b16, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(need_dw && !b16, {4 * H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(need_dw && !b16, {4 * H, P}, opts);
+  // dx and the weight gradients the kernel forms (with bfloat16 products,
+  // bf16_grad_products forms them after it).
+  const bool loop_dx = need_dx && !b16, loop_dw = need_dw && !b16;
+  at::Tensor dx = grad_buffer(loop_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(loop_dw, {4 * H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(loop_dw, {4 * H, P}, opts);
   at::Tensor dw_hr = grad_buffer(need_dw && proj, {P, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
@@ -318,10 +320,8 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
         proj ? h_raw.data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
         dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
         proj ? dr.data_ptr<scalar_t>() : nullptr, proj ? dh_raw.data_ptr<scalar_t>() : nullptr,
-        need_dx && !b16 ? dx.data_ptr<scalar_t>() : nullptr,
-        need_dw && !b16 ? dw_ih.data_ptr<scalar_t>() : nullptr,
-        need_dw && !b16 ? dw_hh.data_ptr<scalar_t>() : nullptr,
-        need_dw && proj ? dw_hr.data_ptr<scalar_t>() : nullptr, opts,
+        data_if<scalar_t>(loop_dx, dx), data_if<scalar_t>(loop_dw, dw_ih),
+        data_if<scalar_t>(loop_dw, dw_hh), data_if<scalar_t>(need_dw && proj, dw_hr), opts,
         b16 ? &operands : nullptr);
   });
   if (b16)

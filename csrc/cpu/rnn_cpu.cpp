@@ -208,10 +208,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   // tensor is never written).
   at::Tensor dh = fresh_copy(dh_n_in, dt);
   at::Tensor da = at::empty({T, B, H}, opts);
-  // (With bfloat16 products, dx and the weight gradients come from bf16_grad_products.)
-  at::Tensor dx = grad_buffer(need_dx && !b16, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(need_dw && !b16, {H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(need_dw && !b16, {H, H}, opts);
+  // dx and the weight gradients the kernel forms (with bfloat16 products,
+  // bf16_grad_products forms them after it).
+  const bool loop_dx = need_dx && !b16, loop_dw = need_dw && !b16;
+  at::Tensor dx = grad_buffer(loop_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = grad_buffer(loop_dw, {H, I}, opts);
+  at::Tensor dw_hh = grad_buffer(loop_dw, {H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   const Bf16BackLayer bf16_args = b16 ? bf16_back_layer(w_hh_in, T, B, H, 0) : Bf16BackLayer{};
@@ -223,9 +225,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
           d, dy.data_ptr<scalar_t>(), data_or_null<scalar_t>(x), data_or_null<scalar_t>(w_ih),
           data_or_null<scalar_t>(w_hh), len.defined() ? len.data_ptr<int64_t>() : nullptr, rows,
           reverse, has_bias, need_dw, need_dh0, hs.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
-          da.data_ptr<scalar_t>(), need_dx && !b16 ? dx.data_ptr<scalar_t>() : nullptr,
-          need_dw && !b16 ? dw_ih.data_ptr<scalar_t>() : nullptr,
-          need_dw && !b16 ? dw_hh.data_ptr<scalar_t>() : nullptr, opts,
+          da.data_ptr<scalar_t>(), data_if<scalar_t>(loop_dx, dx),
+          data_if<scalar_t>(loop_dw, dw_ih), data_if<scalar_t>(loop_dw, dw_hh), opts,
           b16 ? &operands : nullptr);
     });
   });
