@@ -13,8 +13,8 @@
 #include <type_traits>
 
 #include "bf16_gemm.h"
-#include "input_projection.h"
 #include "blas.h"
+#include "input_projection.h"
 #include "recurrent_slices.h"
 #include "step_team.h"
 
