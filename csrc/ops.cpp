@@ -46,6 +46,8 @@ std::string build_info() {
 #endif
   s += std::string("cpu_blas=") + cpu::blas_backend() + "\n";
   s += std::string("cpu_packed_gemm=") + (cpu::packed_gemm_enabled() ? "1" : "0") + "\n";
+  // Whether this is an Intel CPU, where some measured choices differ (blas.h's intel_cpu).
+  s += std::string("cpu_intel=") + (cpu::intel_cpu() ? "1" : "0") + "\n";
   // Whether this CPU's large float32 products default to blocked_gemm (not Intel's x86).
   s += std::string("cpu_blocked_gemm=") + (cpu::blocked_gemm_preferred() ? "1" : "0") + "\n";
   // Whether bfloat16 LSTM layers multiply in bfloat16 here (AVX512-BF16; bf16_gemm.h).

@@ -12,6 +12,7 @@ flags=(-O3 -std=c++20 -fopenmp ${ARCH_FLAGS:--mavx2 -mfma -mf16c -DCPU_CAPABILIT
        -D_GLIBCXX_USE_CXX11_ABI=1 -I"$torch_dir/include" -I"$torch_dir/include/torch/csrc/api/include"
        -I"$repo/csrc/cpu")
 g++ "${flags[@]}" "$here/blocked_ab.cpp" "$repo/csrc/cpu/blocked_gemm.cpp" \
-    "$repo/csrc/cpu/panel_gemm.cpp" -o "$work/ab" \
+    "$repo/csrc/cpu/panel_gemm.cpp" "$repo/csrc/cpu/blas.cpp" \
+    "$repo/csrc/cpu/thin_gemm.cpp" -o "$work/ab" \
     -L"$torch_dir/lib" -ltorch_cpu -lc10 -Wl,-rpath,"$torch_dir/lib"
 for s in "$@"; do "$work/ab" $s; done

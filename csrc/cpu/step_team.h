@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "blas.h"
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #endif
@@ -156,13 +158,17 @@ inline bool project_in_step(int64_t T, int64_t I, const std::vector<int64_t>& ro
 //   With weights up to 512 KB (LSTM H <= 128, GRU H <= 160) rows pay down to one per
 //   thread (session 12, inference T = 200, 2 rows: LSTM H = 128 1.76-1.88x of torch.nn
 //   against 1.49-1.60x by units, GRU 5.35-5.67x against 4.34-4.69x).
-// - Else, for 2-7 rows, one team whose step products run in parallel inside (MKL's
-//   threads, or panel_gemm's over panels) and whose cell is one thread: by units the
-//   step waits for the slowest block, and at these sizes that cost more than the cell
-//   it shares (session 12: LSTM B = 2 H = 256 1.41-1.45x against 1.25-1.34x, B = 4
-//   H = 512 1.76-1.84x against 1.61-1.73x). Measured with 2 threads only; where 3+
-//   would take blocks of units, they still do (each keeps its slice of W_hh in its own
-//   cache over all steps, which a product threaded per call may not).
+// - Else, for 2-7 rows on an Intel CPU, one team whose step products run in parallel
+//   inside (MKL's threads, or panel_gemm's over panels) and whose cell is one thread: by
+//   units the step waits for the slowest block, and at these sizes that cost more than
+//   the cell it shares (session 12: LSTM B = 2 H = 256 1.41-1.45x against 1.25-1.34x,
+//   B = 4 H = 512 1.76-1.84x against 1.61-1.73x). On an AMD Zen 4 by units was as fast
+//   or 1-5% faster at every such shape, forward and backward, LSTM and GRU (session 20:
+//   one team's fork and join per step, and its second thread idle through the cell, were
+//   17% of the samples at B = 6 H = 256), so other CPUs split by units. Measured with 2
+//   threads only; where 3+ would take blocks of units, they still do (each keeps its
+//   slice of W_hh in its own cache over all steps, which a product threaded per call
+//   may not).
 // - Else by units, with 64+ units per thread (narrower blocks make per-gate GEMMs a
 //   few columns wide);
 // - else on one thread: the per-step wait costs more than half a tiny step
@@ -225,7 +231,7 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
   const bool rows_cheap = weight_bytes <= kCachedWeightBytes ||
                           B >= kStreamingRowsPerThread * row_count || unit_count == 1;
   if (row_count > 1 && row_count >= unit_count && rows_cheap) return rows_over(row_count);
-  if (B >= 2 && B < kMinBatchForUnits && unit_count <= 2) return units_over(1);
+  if (B >= 2 && B < kMinBatchForUnits && unit_count <= 2 && intel_cpu()) return units_over(1);
   return units_over(unit_count);
 }
 
