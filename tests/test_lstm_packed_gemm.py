@@ -76,7 +76,7 @@ def test_packed_and_small_paths_match_torch(dtype, tol, varlen, proj, bidir, B, 
 def test_one_row_long_call_both_paths(switch, proj, monkeypatch):
     """One row over 20 steps (a split by units gives every product one row): the choice
     reads W as it is with AVX-512 outside Intel (thin_gemm.h; blas.cpp's
-    one_row_reads_as_is) and packs it elsewhere; =panels packs it on any CPU. Both paths,
+    thin_reads_as_is) and packs it elsewhere; =panels packs it on any CPU. Both paths,
     forward and backward, match torch.nn."""
     monkeypatch.setenv("FUSED_RNN_PACKED_GEMM", switch)
     T, B, I, H = 20, 1, 7, 37

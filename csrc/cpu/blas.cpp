@@ -172,16 +172,22 @@ bool packing_switched_on() { return packing_mode() != Packing::kOff; }
 bool packed_gemm_enabled() { return have_mkl_packing() && packing_switched_on(); }
 
 namespace {
-// Whether one-row products never pack B: with AVX-512 on a CPU other than Intel's,
-// thin_gemm.h's kernels read W as it is as fast as the panels read their packed copy, so
-// packing (a pass over W per call) never pays.
+// Whether products thin_gemm.h can take read W as it is, not packed, in calls of up to
+// kThinCallOnAvx512 steps (one-row products: in calls of any length): with AVX-512 on a
+// CPU other than Intel's, its kernels read W in its own layout about as fast as the panels
+// read their packed copy, and the pack is a pass over W per call.
 // Measured on an AMD EPYC (Zen 4) VM, 2 threads, interleaved in one process, torch.nn's
-// time over ours (benchmarks/NOTES.md, session 19): LSTM inference T = 100, B = 1,
-// H = 128 / 256 / 512 1.38 / 1.57 / 1.39x packed against 1.45 / 1.76 / 1.55x not; training
-// H = 256 1.74x against 1.95x, H = 512 the same; GRU H = 256 5.35x against 5.71x, training
-// 9.17x against 9.77x. Intel's (sessions 9-17: packing chosen there) and AVX2 builds keep
-// packing.
-bool one_row_reads_as_is() {
+// time over ours (benchmarks/NOTES.md, sessions 19 and 20):
+// - One row: LSTM inference T = 100, H = 128 / 256 / 512 1.38 / 1.57 / 1.39x packed against
+//   1.45 / 1.76 / 1.55x not; training H = 256 1.74x against 1.95x, H = 512 the same; GRU
+//   H = 256 5.35x against 5.71x, training 9.17x against 9.77x.
+// - 2-16 rows, LSTM inference: T = 16, B = 4 H = 256 1.22x packed against 1.40x not;
+//   B = 8 H = 512 1.20x against 1.34x (training 1.11x against 1.16x); T = 32 B = 4 1.13x
+//   against 1.23x; T = 8 and 32 B = 16 H = 256 ties. Past 32 steps packing ties or wins
+//   (T = 100: 2-4 rows ties, 8-16 rows per product 4-6% faster packed).
+// Intel's (sessions 9-17: packing chosen there) and AVX2 builds keep packing.
+constexpr int64_t kThinCallOnAvx512 = 32;
+bool thin_reads_as_is() {
 #if defined(CPU_CAPABILITY_AVX512)
   return !intel_cpu();
 #else
@@ -193,14 +199,15 @@ bool one_row_reads_as_is() {
 // 512, B = 1-64, T = 1-32; benchmarks/NOTES.md). Unpacked, up to thin_rows rows go to
 // thin_gemm.h (when `thin`), which reads B once per product without copying it: packed
 // panels win from ~16 products at up to 4 rows, from ~8 at 5-32 (9-32: W^T in float32 on
-// AVX-512; GRU T = 2-8, B = 12-32 ran 0-15% faster unpacked, session 15). A one-row product
-// otherwise goes to MKL's gemv, which reads B as it is too: from ~8. With more rows sgemm
-// re-packs B at every call, so packing pays from the second.
+// AVX-512; GRU T = 2-8, B = 12-32 ran 0-15% faster unpacked, session 15), or as
+// thin_reads_as_is says. A one-row product otherwise goes to MKL's gemv, which reads B as
+// it is too: from ~8. With more rows sgemm re-packs B at every call, so packing pays from
+// the second.
 // chosen: no FUSED_RNN_PACKED_GEMM forces a packing (a forced one still packs one row, from
 // 16 uses).
 int64_t uses_to_pack(bool thin, int64_t thin_rows, int64_t max_m, bool chosen) {
-  if (chosen && thin && max_m == 1 && one_row_reads_as_is())
-    return std::numeric_limits<int64_t>::max();
+  if (chosen && thin && max_m <= thin_rows && thin_reads_as_is())
+    return max_m == 1 ? std::numeric_limits<int64_t>::max() : kThinCallOnAvx512 + 1;
   if (thin && max_m <= thin_rows) return max_m <= 4 ? 16 : 8;
   return max_m == 1 ? 8 : 2;
 }
