@@ -120,8 +120,9 @@ def test_results_do_not_depend_on_the_team_size():
 
 ONE, UNITS, ROWS = 0, 1, 2
 MB = 1 << 20
+INTEL = fused_rnn.build_info().get("cpu_intel") == "1"
 # 2-7 rows with weights over 512 KB and two threads: one team on Intel CPUs, else units.
-FEW_ROWS = (ONE, 1) if fused_rnn.build_info().get("cpu_intel") == "1" else (UNITS, 2)
+FEW_ROWS = (ONE, 1) if INTEL else (UNITS, 2)
 # Blocks of units need every block running at once, which only OpenMP promises.
 needs_openmp = pytest.mark.skipif(
     "parallel backend: OpenMP" not in torch.__config__.parallel_info(),
@@ -158,35 +159,38 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
 
 
 @needs_openmp
-@pytest.mark.parametrize("threads,T,B,H,weight_bytes,want", [
-    (2, 2, 1, 256, 1 * MB, (ONE, 1)),       # two steps of 1 MB (long calls: units)
-    (2, 2, 1, 128, MB // 4, (UNITS, 2)),    # weights under 1 MB: as long calls
-    (2, 16, 4, 128, MB // 4, (ROWS, 2)),
-    (2, 16, 32, 512, 4 * MB, (ONE, 1)),     # 512 row-steps of 1 MB+ weights (long: units)
-    (2, 2, 64, 512, 4 * MB, (ONE, 1)),      # (long calls: rows)
-    (2, 16, 64, 512, 4 * MB, (ROWS, 2)),    # 1024 row-steps: as long calls
-    (2, 17, 1, 256, 1 * MB, (UNITS, 2)),    # 17 steps are not short
-    (2, 0, 1, 256, 1 * MB, (UNITS, 2)),     # T unknown: taken as long
+@pytest.mark.parametrize("threads,T,B,H,weight_bytes,short,long", [
+    (2, 2, 1, 256, 1 * MB, (ONE, 1), (UNITS, 2)),     # two steps of 1 MB
+    (2, 2, 1, 128, MB // 4, (UNITS, 2), (UNITS, 2)),  # weights under 1 MB: as long calls
+    (2, 16, 4, 128, MB // 4, (ROWS, 2), (ROWS, 2)),
+    (2, 16, 32, 512, 4 * MB, (ONE, 1), (UNITS, 2)),   # 512 row-steps of 1 MB+ weights
+    (2, 2, 64, 512, 4 * MB, (ONE, 1), (ROWS, 2)),
+    (2, 16, 64, 512, 4 * MB, (ROWS, 2), (ROWS, 2)),   # 1024 row-steps: as long calls
+    (2, 17, 1, 256, 1 * MB, (UNITS, 2), (UNITS, 2)),  # 17 steps are not short
+    (2, 0, 1, 256, 1 * MB, (UNITS, 2), (UNITS, 2)),   # T unknown: taken as long
 ], indirect=["threads"])
-def test_short_calls_run_as_one_team(threads, monkeypatch, T, B, H, weight_bytes, want):
+def test_short_calls_run_as_one_team(threads, monkeypatch, T, B, H, weight_bytes, short, long):
     """plan_team's rule for calls of at most 16 steps with 1 MB+ of weights, before the
-    choice for long ones."""
+    choice for long ones: one team on Intel CPUs (`short`), elsewhere the long calls'
+    choice (`long`)."""
     monkeypatch.delenv("FUSED_RNN_TEAM", raising=False)
     monkeypatch.delenv("FUSED_RNN_STEP_PROJECTION", raising=False)
     plan = torch.ops.fused_rnn.cpu_team_plan
+    want = short if INTEL else long
     assert tuple(plan(B, H, 16, weight_bytes, None, T)) == want
-    # the lengths of varlen rows give T when it is not given
+    # the lengths of varlen rows give T when it is not given (here 2: short)
+    two_steps = (ONE, 1) if INTEL else (UNITS, 2)
     assert tuple(plan(B, H, 16, weight_bytes, torch.full((B,), T or 2))[:2]) == \
-        (want if T > 0 else (ONE, 1))
+        (want if T > 0 else two_steps)
     monkeypatch.setenv("FUSED_RNN_TEAM", "units")  # a forced split still wins
     assert tuple(plan(1, 256, 16, MB, None, 2)) == (UNITS, 2)
 
 
 @needs_openmp
 @pytest.mark.parametrize("threads,B,H,weight_bytes,want", [
-    (2, 1, 256, 1 * MB, (UNITS, 2)),        # (projected first: one team)
-    (2, 64, 512, 4 * MB, (UNITS, 2)),       # (projected first: one team)
-    (2, 16, 256, 1 * MB, (UNITS, 2)),       # (projected first: one team)
+    (2, 1, 256, 1 * MB, (UNITS, 2)),        # (projected first: one team on Intel)
+    (2, 64, 512, 4 * MB, (UNITS, 2)),       # (projected first: one team on Intel)
+    (2, 16, 256, 1 * MB, (UNITS, 2)),       # (projected first: one team on Intel)
     (2, 16, 128, MB // 4, (UNITS, 2)),      # (projected first: rows)
     (2, 4, 96, MB // 8, (ONE, 1)),          # 48 units per thread: one thread
     (3, 1, 192, MB // 2, (UNITS, 3)),       # 64 units each for 3 threads

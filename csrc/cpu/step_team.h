@@ -182,7 +182,10 @@ inline bool project_in_step(int64_t T, int64_t I, const std::vector<int64_t>& ro
 // T = 16 B = 32 H = 512 GRU 1.55x of torch.nn against 1.46x, training 1.56x against 1.45x;
 // T = 2 B = 64 H = 512 LSTM 1.11x against 1.01x; T = 8 B = 8 H = 256 LSTM training 1.37x
 // against 1.29x). With smaller weights the split stayed as good or better (T = 4 B = 16
-// H = 128 GRU 1.49x by rows against 1.38x), and so did one-step calls by units.
+// H = 128 GRU 1.49x by rows against 1.38x), and so did one-step calls by units. That was
+// an Intel Xeon; on an AMD Zen 4 one team's fork and join per step cost more than these
+// gains (session 20, COLD=1: LSTM T = 2 B = 64 H = 512 1.22-1.35x against 1.46-1.73x by
+// rows, T = 8 B = 8 H = 256 1.43-1.54x against 1.48-1.79x), so other CPUs skip this rule.
 // len (null without varlen rows): where a split by rows cuts the batch (row_cuts).
 // T: the call's steps (0: unknown, taken as long).
 // one_step_projection: a one-step call whose tiles also project their own input
@@ -224,7 +227,7 @@ inline TeamPlan plan_team(int64_t B, int64_t H, int64_t align, int64_t weight_by
       1, std::min(unit_threads, vectors * align / kMinUnitsPerThread));
   if (one_step_projection) return units_over(unit_count);
   if (T > 0 && T <= kShortSteps && weight_bytes >= kCachedWeightBytes &&
-      T * B <= kShortRowSteps)
+      T * B <= kShortRowSteps && intel_cpu())
     return units_over(1);
   const int64_t min_rows = weight_bytes <= kSmallWeightBytes ? 1 : kMinRowsPerThread;
   const int64_t row_count = std::max<int64_t>(1, std::min(threads, B / min_rows));
