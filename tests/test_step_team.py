@@ -169,7 +169,7 @@ def test_team_plan_choice(threads, monkeypatch, B, H, weight_bytes, want):
     (2, 17, 1, 256, 1 * MB, (UNITS, 2), (UNITS, 2)),  # 17 steps are not short
     (2, 0, 1, 256, 1 * MB, (UNITS, 2), (UNITS, 2)),   # T unknown: taken as long
 ], indirect=["threads"])
-def test_short_calls_run_as_one_team(threads, monkeypatch, T, B, H, weight_bytes, short, long):
+def test_short_call_rule(threads, monkeypatch, T, B, H, weight_bytes, short, long):
     """plan_team's rule for calls of at most 16 steps with 1 MB+ of weights, before the
     choice for long ones: one team on Intel CPUs (`short`), elsewhere the long calls'
     choice (`long`)."""
@@ -179,7 +179,7 @@ def test_short_calls_run_as_one_team(threads, monkeypatch, T, B, H, weight_bytes
     want = short if INTEL else long
     assert tuple(plan(B, H, 16, weight_bytes, None, T)) == want
     # the lengths of varlen rows give T when it is not given (here 2: short)
-    two_steps = (ONE, 1) if INTEL else (UNITS, 2)
+    two_steps = (ONE, 1) if INTEL else long
     assert tuple(plan(B, H, 16, weight_bytes, torch.full((B,), T or 2))[:2]) == \
         (want if T > 0 else two_steps)
     monkeypatch.setenv("FUSED_RNN_TEAM", "units")  # a forced split still wins
