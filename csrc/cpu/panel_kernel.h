@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -78,15 +79,18 @@ inline void prefetch(const T* p) {
 // v, kept in a register from here on. With one to three rows GCC folded each panel load
 // into every FMA that used it, loading the panel once per row: 2 and 3 rows ran at half
 // the 4-row kernel's rate (one core, session 20: 49 -> 72-77 and 56 -> 92-105 GFLOP/s).
-inline Vec in_register(Vec v) {
+// (float or double vectors; thin_gemm.cpp's dots use it too.)
+template <typename V>
+inline V in_register(V v) {
 #if defined(__GNUC__) && (defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2))
+  using T = typename V::value_type;
 #if defined(CPU_CAPABILITY_AVX512)
-  __m512 x = v;
+  std::conditional_t<std::is_same_v<T, float>, __m512, __m512d> x = v;
 #else
-  __m256 x = v;
+  std::conditional_t<std::is_same_v<T, float>, __m256, __m256d> x = v;
 #endif
   asm("" : "+v"(x));  // the compiler must assume x changed: no reload from memory
-  return Vec(x);
+  return V(x);
 #else
   return v;
 #endif
