@@ -83,14 +83,18 @@ inline void prefetch(const T* p) {
 template <typename V>
 inline V in_register(V v) {
 #if defined(__GNUC__) && (defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2))
-  using T = typename V::value_type;
+  // The compiler must assume x changed in the asm: it keeps x, and reloads nothing.
+  auto pinned = [](auto x) {
+    asm("" : "+v"(x));
+    return V(x);
+  };
 #if defined(CPU_CAPABILITY_AVX512)
-  std::conditional_t<std::is_same_v<T, float>, __m512, __m512d> x = v;
+  if constexpr (std::is_same_v<typename V::value_type, float>) return pinned(__m512(v));
+  else return pinned(__m512d(v));
 #else
-  std::conditional_t<std::is_same_v<T, float>, __m256, __m256d> x = v;
+  if constexpr (std::is_same_v<typename V::value_type, float>) return pinned(__m256(v));
+  else return pinned(__m256d(v));
 #endif
-  asm("" : "+v"(x));  // the compiler must assume x changed: no reload from memory
-  return V(x);
 #else
   return v;
 #endif
