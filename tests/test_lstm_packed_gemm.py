@@ -1,9 +1,9 @@
 """The CPU LSTM's per-step GEMMs through PackedB (csrc/cpu/blas.h) keep parity with
 torch.nn.LSTM: float32 packs W_hh once per call (into panel_gemm.h's panels at these
 batch sizes, MKL's layout for large tiles; up to 8 rows, and up to 32 on AVX-512, only
-from 8 or 16 steps, T = 9 here, below that thin_gemm.h reads it as it is; one row with
-AVX-512 outside Intel never), with every row
-count a varlen batch produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm
+from 8 or 16 steps, T = 9 here, below that thin_gemm.h reads it as it is; with AVX-512
+outside Intel only past 32 steps, and one row never), with every row count a varlen
+batch produces, and with the switch FUSED_RNN_PACKED_GEMM=0 plain sgemm
 throughout (=panels, =mkl: that packing for every packed product, whichever the CPU would
 pick); float64 never packs (dgemm, or thin_gemm.h up to 8 rows)."""
 import pytest

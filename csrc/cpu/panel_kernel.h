@@ -76,10 +76,10 @@ inline void prefetch(const T* p) {
 #endif
 }
 
-// v, kept in a register from here on. With one to three rows GCC folded each panel load
-// into every FMA that used it, loading the panel once per row: 2 and 3 rows ran at half
-// the 4-row kernel's rate (one core, session 20: 49 -> 72-77 and 56 -> 92-105 GFLOP/s).
-// (float or double vectors; thin_gemm.cpp's dots use it too.)
+// v (a float or double vector), kept in a register from here on. With two or three rows
+// GCC folded each panel load into every FMA that used it, loading the panel once per row:
+// those ran at half the 4-row kernel's rate (one core, session 20: 55 -> 89 and 57 -> 107
+// GFLOP/s). thin_gemm.cpp's dots use it too.
 template <typename V>
 inline V in_register(V v) {
 #if defined(__GNUC__) && (defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2))

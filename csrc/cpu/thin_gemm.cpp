@@ -119,13 +119,8 @@ void dots4x4(int64_t k, const float* A, int64_t lda, const float* W, int64_t ldw
     return pick(i, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15);
   };
   auto step = [&](const auto& load) {
-    // Each W vector serves 4 rows of A: kept in a register (panel::in_register), not
-    // reloaded by every multiply-add.
-    using VF = at::vec::Vectorized<float>;
-    const __m512 w0 = panel::in_register(VF(load(W))),
-                 w1 = panel::in_register(VF(load(W + ldw))),
-                 w2 = panel::in_register(VF(load(W + 2 * ldw))),
-                 w3 = panel::in_register(VF(load(W + 3 * ldw)));
+    const __m512 w0 = load(W), w1 = load(W + ldw), w2 = load(W + 2 * ldw),
+                 w3 = load(W + 3 * ldw);
     unroll<4>([&](auto r) {
       constexpr int R = decltype(r)::value;
       const __m512 a = load(A + R * lda);
