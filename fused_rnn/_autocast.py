@@ -27,7 +27,7 @@ under autocast).
 import torch
 
 # What autocast casts: floating point, but not float64.
-_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
+AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _bf16_dot(x):
@@ -52,7 +52,7 @@ def cpu_autocast_dtypes(x, lowers, state=None, bf16_products=False):
     leaves it."""
     if not x.is_cpu or not torch.is_autocast_enabled("cpu"):
         return None
-    if x.dtype not in _ELIGIBLE:
+    if x.dtype not in AUTOCAST_ELIGIBLE:
         return x.dtype, x.dtype, x.dtype
     low = torch.get_autocast_dtype("cpu")
     carried = state.dtype if isinstance(state, torch.Tensor) else x.dtype
@@ -62,10 +62,22 @@ def cpu_autocast_dtypes(x, lowers, state=None, bf16_products=False):
     return work, low if lowers else kept, kept
 
 
+def cuda_cell_autocast_dtype(x):
+    """The dtype torch.nn's cells compute and return in under torch.autocast("cuda") for
+    input x: lstm_cell, gru_cell and the rnn cells are on CUDA autocast's lower-precision
+    list, so every argument goes to the autocast dtype (float16, or bfloat16 where chosen).
+    None when not under it, x is not on CUDA, or x is float64 (which autocast leaves).
+    torch.nn's modules instead cast to float16 whatever the autocast dtype (cuDNN's rule;
+    csrc/cuda/autocast.cpp does the same for the layer ops)."""
+    if not x.is_cuda or not torch.is_autocast_enabled("cuda") or x.dtype not in AUTOCAST_ELIGIBLE:
+        return None
+    return torch.get_autocast_dtype("cuda")
+
+
 def autocast_cast(t, dtype):
     """t in dtype where autocast would cast it (both floating, neither float64), else t
     (None stays None; a float64 mismatch is left for the dtype checks to report). A
     differentiable cast: gradients return in t's dtype, as under torch.nn."""
-    if t is None or t.dtype == dtype or dtype not in _ELIGIBLE or t.dtype not in _ELIGIBLE:
+    if t is None or t.dtype == dtype or dtype not in AUTOCAST_ELIGIBLE or t.dtype not in AUTOCAST_ELIGIBLE:
         return t
     return t.to(dtype)

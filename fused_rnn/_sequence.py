@@ -131,15 +131,30 @@ def _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices):
         raise ValueError(f"{name}: PackedSequence batch_sizes sum to {total}, but data has "
                          f"{data.shape[0]} rows")
     batch = sizes[0]
-    for idx_name, idx in (("sorted_indices", sorted_indices),
-                          ("unsorted_indices", unsorted_indices)):
-        if idx is None:
-            continue
-        if (idx.dim() != 1 or idx.dtype != torch.int64 or idx.numel() != batch or not
-                _is_permutation(idx, batch)):
-            raise ValueError(f"{name}: PackedSequence {idx_name} must be an int64 permutation "
-                             f"of range({batch}) (one entry per sequence), got "
-                             f"{idx.dtype} {list(idx.shape)}")
+    named = [(n, i) for n, i in (("sorted_indices", sorted_indices),
+                                 ("unsorted_indices", unsorted_indices)) if i is not None]
+    for idx_name, idx in named:
+        if idx.dim() != 1 or idx.dtype != torch.int64 or idx.numel() != batch:
+            _bad_indices(name, idx_name, idx, batch)
+    unchecked = [(n, i) for n, i in named if not _known_permutation(i)]
+    if not unchecked:
+        return
+    ordered = [i.sort().values for _, i in unchecked]
+    if len({i.device for _, i in unchecked}) == 1:
+        # Both read back at once: reading a CUDA tensor waits for the GPU to drain, once.
+        ordered = torch.stack(ordered).cpu()
+    else:
+        ordered = [v.cpu() for v in ordered]
+    for (idx_name, idx), values in zip(unchecked, ordered):
+        if not torch.equal(values, torch.arange(batch)):
+            _bad_indices(name, idx_name, idx, batch)
+        _remember_permutation(idx)
+
+
+def _bad_indices(name, idx_name, idx, batch):
+    raise ValueError(f"{name}: PackedSequence {idx_name} must be an int64 permutation of "
+                     f"range({batch}) (one entry per sequence), got {idx.dtype} "
+                     f"{list(idx.shape)}")
 
 
 # CUDA index tensors found to be permutations: id -> (weak reference, version counter, data
@@ -147,7 +162,9 @@ def _check_packed(name, data, batch_sizes, sorted_indices, unsorted_indices):
 # before it (a stream sync), which made every call on a PackedSequence stall the host until
 # the GPU had drained (the varlen suite on an H100: GRU B = 64 H = 512 4.1 ms packed against
 # 2.2 ms padded); a pack fed to several calls (layers of modules, repeated inference) is
-# checked once. An in-place change bumps the version, and the next call checks again; writes
+# checked once (a new pack per call, as a training loop builds, still waits once per call:
+# checking on the device without waiting could only fail by a device-side assert, which ends
+# the CUDA context). An in-place change bumps the version, and the next call checks again; writes
 # that bypass the counter (through .data, NumPy or DLPack) are not seen. Inference tensors
 # have no counter and are checked at every call; CPU tensors always (no sync there).
 _CHECKED = {}
@@ -163,17 +180,18 @@ def _memo_key(idx):
         return None
 
 
-def _is_permutation(idx, batch):
+def _known_permutation(idx):
+    """Whether idx (a CUDA tensor) was found to be a permutation and is unchanged since."""
     key = _memo_key(idx)
     entry = _CHECKED.get(id(idx)) if key is not None else None
-    if entry is not None and entry[0]() is idx and entry[1] == key:
-        return True
-    if not torch.equal(idx.sort().values.cpu(), torch.arange(batch)):
-        return False
+    return entry is not None and entry[0]() is idx and entry[1] == key
+
+
+def _remember_permutation(idx):
+    key = _memo_key(idx)
     if key is not None:
         ident = id(idx)
         _CHECKED[ident] = (weakref.ref(idx, lambda _, i=ident: _CHECKED.pop(i, None)), key)
-    return True
 
 
 def _to_device(t, device):

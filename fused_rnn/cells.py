@@ -5,9 +5,11 @@ kernels (and their autograd) instead of having ops of their own. We derive from
 torch.nn.RNNCellBase, as torch's cells do, so parameters, init, state_dict and repr are
 torch's own.
 """
+import contextlib
+
 import torch
 
-from ._autocast import autocast_cast, cpu_autocast_dtypes
+from ._autocast import autocast_cast, cpu_autocast_dtypes, cuda_cell_autocast_dtype
 from ._extension import check_device
 from ._no_script import NotScriptable
 from .ops import cell_forward, eager_states, gru_layer, lstm_layer
@@ -34,25 +36,37 @@ def cell_weights(cell, weights):
     return (weights or current_weights(cell, _CELL_WEIGHTS))[:4]
 
 
-def cpu_autocast_args(input, weights, states, lowers, carried):
-    """(input, weights, states, result dtype): under torch.autocast("cpu"), input, weights
-    and states (sequences) cast to the dtype the cell computes in, and the dtype its new
-    state must be returned in (lowers: whether torch.nn's cell returns the autocast dtype;
-    carried: the state it adds in, c or h, or None; _autocast.py); otherwise, or where input
-    is no tensor, all as they are and None."""
-    amp = (cpu_autocast_dtypes(input, lowers, carried) if isinstance(input, torch.Tensor)
-           else None)
-    if amp is None:
-        return input, weights, states, None
-    run, result, _ = amp
+def autocast_args(input, weights, states, lowers, carried):
+    """(input, weights, states, result dtype, context) of a cell step under autocast:
+    - torch.autocast("cpu"): input, weights and states (sequences) cast to the dtype the
+      cell computes in, and the dtype its new state must be returned in (lowers: whether
+      torch.nn's cell returns the autocast dtype; carried: the state it adds in, c or h,
+      or None; _autocast.py);
+    - torch.autocast("cuda"): all cast to the autocast dtype, as torch.nn casts every
+      argument of its cells (cuda_cell_autocast_dtype), and a context that turns CUDA
+      autocast off around the layer op, whose own rule (float16, as torch.nn's modules)
+      would recast a bfloat16 cell; the results come back in that dtype (result None);
+    - otherwise, or where input is no tensor: all as they are, None, and a context that
+      does nothing."""
+    if not isinstance(input, torch.Tensor):
+        return input, weights, states, None, contextlib.nullcontext()
+    low = cuda_cell_autocast_dtype(input)
+    if low is not None:
+        run, result, context = low, None, torch.autocast("cuda", enabled=False)
+    else:
+        amp = cpu_autocast_dtypes(input, lowers, carried)
+        if amp is None:
+            return input, weights, states, None, contextlib.nullcontext()
+        run, result, _ = amp
+        context = contextlib.nullcontext()
 
     def cast(t):
         return autocast_cast(t, run) if isinstance(t, torch.Tensor) else t
-    return cast(input), [cast(w) for w in weights], [cast(s) for s in states], result
+    return cast(input), [cast(w) for w in weights], [cast(s) for s in states], result, context
 
 
 def as_result(states, dtype):
-    """A cell's new states in dtype (cpu_autocast_args' result dtype; None: as they are)."""
+    """A cell's new states in dtype (autocast_args' result dtype; None: as they are)."""
     return states if dtype is None else tuple(s.to(dtype) for s in states)
 
 
@@ -113,10 +127,11 @@ class LSTMCell(_FusedCellBase):
             hx = (None, None)
         elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors")
-        input, (w_ih, w_hh, b_ih, b_hh), hx, result = cpu_autocast_args(
+        input, (w_ih, w_hh, b_ih, b_hh), hx, result, context = autocast_args(
             input, cell_weights(self, weights), hx, lowers=False, carried=hx[1])
         x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])], w_ih)
-        _, h, c = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0)
+        with context:
+            _, h, c = lstm_layer(x, w_ih, w_hh, b_ih, b_hh, None, h0, c0)
         return as_result((h, c) if batched else (h.squeeze(0), c.squeeze(0)), result)
 
 
@@ -131,8 +146,9 @@ class GRUCell(_FusedCellBase):
         out, weights = cell_step(self, "GRU", input, hx)
         if out:
             return out[0]
-        input, (w_ih, w_hh, b_ih, b_hh), (hx,), result = cpu_autocast_args(
+        input, (w_ih, w_hh, b_ih, b_hh), (hx,), result, context = autocast_args(
             input, cell_weights(self, weights), (hx,), lowers=False, carried=hx)
         x, (h0,), batched = self._batched(input, [("hx", hx)], w_ih)
-        _, h = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0)
+        with context:
+            _, h = gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0)
         return as_result((h if batched else h.squeeze(0),), result)[0]

@@ -9,7 +9,7 @@ torch.compile still traces the module (Dynamo refuses instances of torch.nn.LSTM
 import torch
 import torch.nn.functional as F
 
-from ._autocast import autocast_cast, cpu_autocast_dtypes
+from ._autocast import AUTOCAST_ELIGIBLE, autocast_cast, cpu_autocast_dtypes
 from ._extension import check_device
 from ._no_script import NotScriptable
 from ._sequence import to_sequence
@@ -106,6 +106,10 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
                 kind = "unbatched 2-D" if seq.unbatched else "batched 3-D"
                 raise RuntimeError(f"{name}: for {kind} input, {s_name} must be {want_dim}-D, "
                                    f"got {s.dim()}-D with shape {list(s.shape)}")
+        # Under CUDA autocast the ops cast the states as they cast the input (float16, as
+        # cuDNN's autocast rule casts torch.nn's hx): a state returned by an earlier call
+        # in float16 comes back with float32 input.
+        cast_by_op = ref.is_cuda and torch.is_autocast_enabled("cuda")
         out = []
         for s_name, s, shape in zip(self.state_names, states, shapes):
             s = seq.state_in(s if run_dtype is None else autocast_cast(s, run_dtype))
@@ -113,7 +117,9 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
                 want = shape if not seq.unbatched else (shape[0], shape[2])
                 got = list(s.shape) if not seq.unbatched else [s.shape[0], s.shape[2]]
                 raise RuntimeError(f"{name}: Expected {s_name} size {want}, got {got}")
-            if s.dtype != ref.dtype or s.device != ref.device:
+            same_dtype = s.dtype == ref.dtype or (
+                cast_by_op and s.dtype in AUTOCAST_ELIGIBLE and ref.dtype in AUTOCAST_ELIGIBLE)
+            if not same_dtype or s.device != ref.device:
                 raise RuntimeError(f"{name}: {s_name} must have the input's dtype and device "
                                    f"({ref.dtype}, {ref.device}), got ({s.dtype}, {s.device})")
             out.append(s)

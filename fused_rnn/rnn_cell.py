@@ -2,7 +2,7 @@
 import torch
 
 from ._no_script import NotScriptable
-from .cells import as_result, cell_step, cell_weights, cpu_autocast_args
+from .cells import as_result, autocast_args, cell_step, cell_weights
 from .ops import rnn_layer
 
 _MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
@@ -39,7 +39,7 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
             raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        input, (w_ih, w_hh, b_ih, b_hh), (hx,), result = cpu_autocast_args(
+        input, (w_ih, w_hh, b_ih, b_hh), (hx,), result, context = autocast_args(
             input, cell_weights(self, weights), (hx,), lowers=True, carried=None)
         is_batched = input.dim() == 2
         if not is_batched:
@@ -50,8 +50,9 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
         elif not is_batched:
             hx = hx.unsqueeze(0)
         self._check(input, hx, w_ih)
-        _, h = rnn_layer(input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, hx, None, False,
-                         self.nonlinearity)
+        with context:
+            _, h = rnn_layer(input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, hx, None, False,
+                             self.nonlinearity)
         return as_result((h if is_batched else h.squeeze(0),), result)[0]
 
     def _check(self, input, hx, w):

@@ -376,6 +376,51 @@ def test_autocast_like_torch_nn():
         assert err <= 2e-2 * q.grad.abs().max().item(), name
 
 
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_autocast_state_fed_back_like_torch_nn(cls):
+    """The usual AMP loop, y, hx = rnn(x, hx): the second call gets the float16 state the
+    first returned with float32 input, which torch.nn accepts (its ops cast hx too)."""
+    ref, ours = (getattr(m, cls)(8, 16, num_layers=2).to(CUDA) for m in (torch.nn, fused_rnn))
+    ours.load_state_dict(ref.state_dict())
+    x1, x2 = torch.randn(2, 5, 3, 8, device=CUDA)
+    results = []
+    for mod in (ref, ours):
+        with torch.autocast("cuda"):
+            _, hx = mod(x1)
+            y, hx = mod(x2, hx)
+        results.append((y,) + (hx if isinstance(hx, tuple) else (hx,)))
+    for r, o in zip(*results):
+        assert o.dtype == r.dtype
+        assert (o.float() - r.float()).abs().max().item() <= 1e-2 * r.float().abs().max().item()
+
+
+@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cls", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_autocast_cells_like_torch_nn(cls, low):
+    """torch.nn's cells cast every argument to the autocast dtype (float16 or bfloat16) and
+    return in it: a lower-precision input (an autocast Linear's output) and the state fed
+    back work, and the dtypes and values match."""
+    ref, ours = (getattr(m, cls)(8, 16).to(CUDA) for m in (torch.nn, fused_rnn))
+    ours.load_state_dict(ref.state_dict())
+    proj = torch.nn.Linear(8, 8).to(CUDA)
+    x = torch.randn(3, 4, 8, device=CUDA)
+    results = []
+    for mod in (ref, ours):
+        mod.zero_grad()
+        with torch.autocast("cuda", dtype=low):
+            hx, outs = None, []
+            for t in range(3):
+                hx = mod(proj(x[t]), hx)
+                outs.extend(hx if isinstance(hx, tuple) else (hx,))
+        sum(o.float().sum() for o in outs).backward()
+        results.append((outs, [p.grad for p in mod.parameters()]))
+    tol = 2e-2 if low == torch.bfloat16 else 1e-2
+    (r_outs, r_grads), (o_outs, o_grads) = results
+    for r, o in zip(r_outs + r_grads, o_outs + o_grads):
+        assert o.dtype == r.dtype
+        assert (o.float() - r.float()).abs().max().item() <= tol * r.float().abs().max().item()
+
+
 def test_tf32_setting_is_honoured():
     """With torch.backends.cuda.matmul.allow_tf32 on, GEMMs may use TF32: still within TF32's
     precision of the float64 reference; with it off (the fixture), within 1e-4."""

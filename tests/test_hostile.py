@@ -346,30 +346,45 @@ def test_checked_permutations_are_remembered_per_version(monkeypatch):
     """On CUDA a pack's index permutations are checked once per version (reading them back
     waits for the GPU): the memo, run here on CPU tensors. A checked tensor is not read again;
     an in-place change, another tensor with the same values, or a tensor that died and whose
-    id is reused are checked again; inference tensors are never remembered."""
+    id is reused are checked again; inference tensors are never remembered. Both indices of
+    a pack that need a check are read back in one copy (one wait)."""
     from fused_rnn import _sequence
     monkeypatch.setattr(_sequence, "_memo_key", lambda idx: (
         None if idx.is_inference() else (idx._version, idx.data_ptr())))
-    reads = []
-    real_sort = torch.Tensor.sort
+    reads, copies = [], []
+    real_sort, real_cpu = torch.Tensor.sort, torch.Tensor.cpu
     monkeypatch.setattr(torch.Tensor, "sort", lambda t, *a, **k: (reads.append(1),
                                                                    real_sort(t, *a, **k))[1])
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: (copies.append(1),
+                                                                 real_cpu(t, *a, **k))[1])
+    data, sizes = torch.zeros(3, 1), torch.tensor([3])
+
+    def is_permutation(idx, other=None):
+        try:
+            _sequence._check_packed("LSTM", data, sizes, idx, other)
+            return True
+        except ValueError:
+            return False
     idx = torch.tensor([2, 0, 1])
-    assert _sequence._is_permutation(idx, 3) and len(reads) == 1
-    assert _sequence._is_permutation(idx, 3) and len(reads) == 1  # remembered
+    assert is_permutation(idx) and len(reads) == 1
+    assert is_permutation(idx) and len(reads) == 1  # remembered
     idx[0] = 1  # a new version, and no longer a permutation
-    assert not _sequence._is_permutation(idx, 3) and len(reads) == 2
+    assert not is_permutation(idx) and len(reads) == 2
     idx[0] = 2
-    assert _sequence._is_permutation(idx, 3) and len(reads) == 3
+    assert is_permutation(idx) and len(reads) == 3
     other = idx.clone()
-    assert _sequence._is_permutation(other, 3) and len(reads) == 4
+    assert is_permutation(other) and len(reads) == 4
     entries = len(_sequence._CHECKED)
     del other  # its entry goes with it
     assert len(_sequence._CHECKED) == entries - 1
     with torch.inference_mode():
         frozen = torch.tensor([1, 0, 2])
-    assert _sequence._is_permutation(frozen, 3) and _sequence._is_permutation(frozen, 3)
+    assert is_permutation(frozen) and is_permutation(frozen)
     assert len(reads) == 6
+    copies.clear()
+    assert is_permutation(torch.tensor([1, 2, 0]), torch.tensor([2, 0, 1]))
+    assert len(reads) == 8 and len(copies) == 1
+    assert not is_permutation(torch.tensor([1, 2, 0]), torch.tensor([2, 2, 1]))
 
 
 def test_pack_rejects_zero_lengths():
