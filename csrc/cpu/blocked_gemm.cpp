@@ -80,15 +80,18 @@ bool blocked_gemm_suits(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_
   // 0.8-0.95x at 1024 x 256 and below, where MKL's own packing of A^T does better). With
   // AVX-512 (an AMD Zen 4, session 20) from 128K outputs: one product 1.06-1.12x at
   // 1024 x 256 x 100-1600, 0.96x at 512 x 128 x 800; LSTM training T = 100 H = 256 B = 1 /
-  // 8 / 16 / 32 1.58 / 1.07 / 1.00 / 1.22x of torch.nn -> 1.65 / 1.10 / 1.03 / 1.23x.
+  // 8 / 16 / 32 1.58 / 1.07 / 1.00 / 1.22x of torch.nn -> 1.65 / 1.10 / 1.03 / 1.23x. Session
+  // 21, the same CPU: from 64K outputs and, A row-major, from n = 128 (one product: dx at
+  // n = 128 1.04-1.50x, dW 512 x 128 1.08-1.12x; LSTM training H = 128, T = 25 B = 32 / 64 /
+  // 128 1.07 / 1.01 / 1.01x of torch.nn -> 1.14 / 1.04 / 1.06x, T = 100 B = 16 1.10 -> 1.24x).
 #if defined(CPU_CAPABILITY_AVX512)
-  constexpr int64_t kMinTransposedOutputs = int64_t(1) << 17;
+  constexpr int64_t kMinTransposedOutputs = int64_t(1) << 16, kMinColumns = 128;
 #else
-  constexpr int64_t kMinTransposedOutputs = int64_t(1) << 20;
+  constexpr int64_t kMinTransposedOutputs = int64_t(1) << 20, kMinColumns = 256;
 #endif
   if (m * n * k < (int64_t(1) << 21) || k < 16) return false;
   if (trans_a) return m * n >= kMinTransposedOutputs;
-  return m >= 256 && (trans_b ? n >= kPanel : n >= 256);
+  return m >= 256 && (trans_b ? n >= kPanel : n >= kMinColumns);
 }
 
 void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* A,
