@@ -69,7 +69,8 @@ def cuda_cell_autocast_dtype(x):
     None when not under it, x is not on CUDA, or x is float64 (which autocast leaves).
     torch.nn's modules instead cast to float16 whatever the autocast dtype (cuDNN's rule;
     csrc/cuda/autocast.cpp does the same for the layer ops)."""
-    if not x.is_cuda or not torch.is_autocast_enabled("cuda") or x.dtype not in AUTOCAST_ELIGIBLE:
+    if (not x.is_cuda or not torch.is_autocast_enabled("cuda")
+            or x.dtype not in AUTOCAST_ELIGIBLE):
         return None
     return torch.get_autocast_dtype("cuda")
 
@@ -78,6 +79,7 @@ def autocast_cast(t, dtype):
     """t in dtype where autocast would cast it (both floating, neither float64), else t
     (None stays None; a float64 mismatch is left for the dtype checks to report). A
     differentiable cast: gradients return in t's dtype, as under torch.nn."""
-    if t is None or t.dtype == dtype or dtype not in AUTOCAST_ELIGIBLE or t.dtype not in AUTOCAST_ELIGIBLE:
+    if (t is None or t.dtype == dtype or dtype not in AUTOCAST_ELIGIBLE
+            or t.dtype not in AUTOCAST_ELIGIBLE):
         return t
     return t.to(dtype)

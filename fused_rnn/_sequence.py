@@ -164,9 +164,9 @@ def _bad_indices(name, idx_name, idx, batch):
 # 2.2 ms padded); a pack fed to several calls (layers of modules, repeated inference) is
 # checked once (a new pack per call, as a training loop builds, still waits once per call:
 # checking on the device without waiting could only fail by a device-side assert, which ends
-# the CUDA context). An in-place change bumps the version, and the next call checks again; writes
-# that bypass the counter (through .data, NumPy or DLPack) are not seen. Inference tensors
-# have no counter and are checked at every call; CPU tensors always (no sync there).
+# the CUDA context). An in-place change bumps the version, and the next call checks again;
+# writes that bypass the counter (through .data, NumPy or DLPack) are not seen. Inference
+# tensors have no counter and are checked at every call; CPU tensors always (no sync there).
 _CHECKED = {}
 
 
