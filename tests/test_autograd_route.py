@@ -42,7 +42,7 @@ def _outputs_and_grads(op, args, route, read=("y", "finals")):
     y, finals = out[0], out[1:1 + n_state]
     loss = 0
     if "y" in read:
-        loss = loss + (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()
+        loss = loss + (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)).sum()
     if "finals" in read:
         loss = loss + sum((f ** 2).sum() for f in finals)
     leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
@@ -150,7 +150,7 @@ def test_routes_agree_when_autograd_asks_for_some_leaves(cell):
     for route in (fops._call, lambda op, *a: op(*a)):
         args = _args(cell)
         y = route(op, *args)[0]
-        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)).sum()
         got = []
         for pick in ([h0], [1, 4], [0]):  # h0 alone, w_ih and b_hh, x alone
             got += torch.autograd.grad(loss, [args[k] for k in pick], retain_graph=True)

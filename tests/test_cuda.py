@@ -414,7 +414,9 @@ def test_autocast_cells_like_torch_nn(cls, low):
                 outs.extend(hx if isinstance(hx, tuple) else (hx,))
         sum(o.float().sum() for o in outs).backward()
         results.append((outs, [p.grad for p in mod.parameters()]))
-    tol = 2e-2 if low == torch.bfloat16 else 1e-2
+    # bfloat16 keeps 8 bits of mantissa: three steps of rounding differences in the
+    # weights' casts and the gate sums reach a few 1e-2 of the largest value.
+    tol = 4e-2 if low == torch.bfloat16 else 1e-2
     (r_outs, r_grads), (o_outs, o_grads) = results
     for r, o in zip(r_outs + r_grads, o_outs + o_grads):
         assert o.dtype == r.dtype

@@ -82,8 +82,9 @@ bool blocked_gemm_suits(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_
   // 1024 x 256 x 100-1600, 0.96x at 512 x 128 x 800; LSTM training T = 100 H = 256 B = 1 /
   // 8 / 16 / 32 1.58 / 1.07 / 1.00 / 1.22x of torch.nn -> 1.65 / 1.10 / 1.03 / 1.23x. Session
   // 21, the same CPU: from 64K outputs and, A row-major, from n = 128 (one product: dx at
-  // n = 128 1.04-1.50x, dW 512 x 128 1.08-1.12x; LSTM training H = 128, T = 25 B = 32 / 64 /
-  // 128 1.07 / 1.01 / 1.01x of torch.nn -> 1.14 / 1.04 / 1.06x, T = 100 B = 16 1.10 -> 1.24x).
+  // n = 128 1.04-1.50x, dW 512 x 128 1.08-1.12x but 512 x 160 0.94x; LSTM training H = 128,
+  // T = 25 B = 32 / 64 / 128 1.07 / 1.01 / 1.01x of torch.nn -> 1.14 / 1.04 / 1.06x, T = 100
+  // B = 16 1.10 -> 1.24x).
 #if defined(CPU_CAPABILITY_AVX512)
   constexpr int64_t kMinTransposedOutputs = int64_t(1) << 16, kMinColumns = 128;
 #else
