@@ -86,6 +86,17 @@ class Sequence:
             return y.squeeze(1)
         return y.transpose(0, 1) if self.batch_first else y
 
+    def dropout(self, y, p):
+        """Dropout between layers on y [T, B, F], drawn as torch.nn draws it: over the
+        packed rows [N, F] for packed input (not the padded [T, B, F]), so that the same
+        seed gives the same masks and leaves the generator in the same state."""
+        if self.flat_index is None:
+            return torch.nn.functional.dropout(y, p, training=True)
+        T, B, F = y.shape
+        rows = _Gather.apply(y.reshape(T * B, F), self.flat_index)
+        rows = torch.nn.functional.dropout(rows, p, training=True)
+        return _Scatter.apply(rows, self.flat_index, T * B).view(T, B, F)
+
     def state_in(self, hx):
         """User's initial state [L*D, B, F] (or [L*D, F] unbatched) → [L*D, B, F] in our row order."""
         if self.unbatched:

@@ -98,7 +98,7 @@ class _FusedCellBase(NotScriptable, torch.nn.RNNCellBase):
             if not isinstance(s, torch.Tensor):
                 raise TypeError(f"{name}: {s_name} must be a Tensor, got {type(s).__name__}")
             if s.dim() != input.dim():
-                raise ValueError(f"{name}: for {input.dim()}D input, {s_name} must be "
+                raise RuntimeError(f"{name}: for {input.dim()}D input, {s_name} must be "
                                  f"{input.dim()}D, got {s.dim()}D")
             s = s if batched else s.unsqueeze(0)
             if tuple(s.shape) != (B, self.hidden_size):
@@ -124,9 +124,15 @@ class LSTMCell(_FusedCellBase):
         if out:
             return out[0], out[1]
         if hx is None:
-            hx = (None, None)
-        elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors")
+            hx = (None, None)  # zeros
+        elif not isinstance(hx, (tuple, list)):
+            raise TypeError(f"LSTMCell: hx must be a tuple (h, c) of two Tensors, got "
+                            f"{type(hx).__name__}")
+        elif len(hx) != 2:  # RuntimeError, as torch.nn's "expects two hidden states"
+            raise RuntimeError(f"LSTMCell: hx must be a tuple (h, c) of two Tensors, got "
+                               f"{len(hx)}")
+        elif hx[0] is None or hx[1] is None:  # torch.nn fails on the None too
+            raise TypeError("LSTMCell: hx must be a tuple (h, c) of two Tensors, got a None")
         input, (w_ih, w_hh, b_ih, b_hh), hx, result, context = autocast_args(
             input, cell_weights(self, weights), hx, lowers=False, carried=hx[1])
         x, (h0, c0), batched = self._batched(input, [("hx[0]", hx[0]), ("hx[1]", hx[1])], w_ih)

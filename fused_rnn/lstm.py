@@ -15,6 +15,13 @@ class LSTM(FusedRNNBase):
 
     state_names = ("h_0", "c_0")
 
+    # The helpers torch.nn.LSTM adds to RNNBase for its pair of states, for subclasses and
+    # copied forward code that call them (RNNBase's take one tensor). torch's own functions:
+    # they read only the constructor's attributes, which these modules share.
+    get_expected_cell_size = torch.nn.LSTM.get_expected_cell_size
+    check_forward_args = torch.nn.LSTM.check_forward_args
+    permute_hidden = torch.nn.LSTM.permute_hidden
+
     def __init__(self, *args, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
 

@@ -7,7 +7,6 @@ arguments, parameter names and shapes, init, state_dict and repr are torch's own
 torch.compile still traces the module (Dynamo refuses instances of torch.nn.LSTM/GRU/RNN).
 """
 import torch
-import torch.nn.functional as F
 
 from ._autocast import AUTOCAST_ELIGIBLE, autocast_cast, cpu_autocast_dtypes
 from ._extension import check_device
@@ -94,10 +93,14 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
             return tuple([ref.new_zeros(B, f)] * L for f in self.state_sizes())
         name = type(self).__name__
         shapes = [(L, B, f) for f in self.state_sizes()]
+        # torch.nn raises RuntimeError for a wrong number of LSTM states; a GRU or RNN
+        # given a tuple fails there on the tuple (AttributeError): a TypeError here.
+        if len(shapes) == 1 and not isinstance(hx, torch.Tensor):
+            raise TypeError(f"{name}: hx must be a Tensor h_0, got {type(hx).__name__}")
         states = hx if isinstance(hx, (tuple, list)) else (hx,)
         if len(states) != len(shapes):
-            raise TypeError(f"{name}: hx must be {'a tuple (h_0, c_0)' if len(shapes) == 2 else 'a Tensor h_0'}"
-                            f", got {len(states)} tensors")
+            raise RuntimeError(f"{name}: hx must be a tuple (h_0, c_0) of two Tensors, got "
+                               f"{'a Tensor' if isinstance(hx, torch.Tensor) else len(states)}")
         want_dim = 2 if seq.unbatched else 3
         for s_name, s in zip(self.state_names, states):
             if not isinstance(s, torch.Tensor):
@@ -112,11 +115,12 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
         cast_by_op = ref.is_cuda and torch.is_autocast_enabled("cuda")
         out = []
         for s_name, s, shape in zip(self.state_names, states, shapes):
+            # Checked in the caller's form, before a packed input's permutation of the batch
+            # rows would pick rows out of a wrong-sized state or index past it.
+            want = shape if not seq.unbatched else (shape[0], shape[2])
+            if tuple(s.shape) != want:
+                raise RuntimeError(f"{name}: Expected {s_name} size {want}, got {list(s.shape)}")
             s = seq.state_in(s if run_dtype is None else autocast_cast(s, run_dtype))
-            if tuple(s.shape) != shape:
-                want = shape if not seq.unbatched else (shape[0], shape[2])
-                got = list(s.shape) if not seq.unbatched else [s.shape[0], s.shape[2]]
-                raise RuntimeError(f"{name}: Expected {s_name} size {want}, got {got}")
             same_dtype = s.dtype == ref.dtype or (
                 cast_by_op and s.dtype in AUTOCAST_ELIGIBLE and ref.dtype in AUTOCAST_ELIGIBLE)
             if not same_dtype or s.device != ref.device:
@@ -191,7 +195,7 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
                 finals.append(final)
             layer_in = outs[0] if D == 1 else torch.cat(outs, dim=2)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_in = F.dropout(layer_in, self.dropout, training=True)
+                layer_in = seq.dropout(layer_in, self.dropout)
         if amp is not None:
             layer_in = layer_in.to(result_dtype)
         output = seq.output(layer_in)

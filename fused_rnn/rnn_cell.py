@@ -32,7 +32,11 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
             out, weights = cell_step(self, mode, input, hx)
             if out:
                 return out[0]
-        # torch.nn.RNNCell's checks, in its order and with its exception types.
+        # torch.nn.RNNCell's checks, in its order and with its exception types (where it
+        # fails on a non-tensor by accident, an AttributeError, a TypeError that says so).
+        for arg, t in (("input", input), ("hx", hx)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(f"RNNCell: {arg} must be a Tensor, got {type(t).__name__}")
         if input.dim() not in (1, 2):
             raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None and hx.dim() not in (1, 2):

@@ -94,7 +94,7 @@ def test_bad_inputs():
         gru(torch.randn(B, I + 1))
     with pytest.raises(RuntimeError, match="GRUCell: Expected hx size \\[3, 11\\], got \\[2"):
         gru(x, torch.randn(2, H))
-    with pytest.raises(ValueError, match="GRUCell: for 2D input, hx must be 2D"):
+    with pytest.raises(RuntimeError, match="GRUCell: for 2D input, hx must be 2D"):
         gru(x, torch.randn(H))
     with pytest.raises(RuntimeError, match="weights' dtype"):
         gru(x.double())

@@ -61,7 +61,7 @@ def test_state_dtype(lstm):
 
 
 def test_state_not_a_pair(lstm):
-    with pytest.raises(TypeError, match=r"hx must be a tuple \(h_0, c_0\)"):
+    with pytest.raises(RuntimeError, match=r"hx must be a tuple \(h_0, c_0\)"):
         lstm(torch.randn(3, 2, 5), (torch.zeros(2, 2, 7),))
 
 
