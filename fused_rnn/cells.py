@@ -12,6 +12,7 @@ import torch
 from ._autocast import autocast_cast, cpu_autocast_dtypes, cuda_cell_autocast_dtype
 from ._extension import check_device
 from ._no_script import NotScriptable
+from ._onnx_export import exporting_to_onnx
 from .ops import cell_forward, eager_states, gru_layer, lstm_layer
 from .rnn_base import current_weights
 
@@ -123,6 +124,8 @@ class LSTMCell(_FusedCellBase):
         out, weights = cell_step(self, "LSTM", input, hx)
         if out:
             return out[0], out[1]
+        if weights is None and exporting_to_onnx():
+            return torch.nn.LSTMCell.forward(self, input, hx)
         if hx is None:
             hx = (None, None)  # zeros
         elif not isinstance(hx, (tuple, list)):
@@ -152,6 +155,8 @@ class GRUCell(_FusedCellBase):
         out, weights = cell_step(self, "GRU", input, hx)
         if out:
             return out[0]
+        if weights is None and exporting_to_onnx():
+            return torch.nn.GRUCell.forward(self, input, hx)
         input, (w_ih, w_hh, b_ih, b_hh), (hx,), result, context = autocast_args(
             input, cell_weights(self, weights), (hx,), lowers=False, carried=hx)
         x, (h0,), batched = self._batched(input, [("hx", hx)], w_ih)

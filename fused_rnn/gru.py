@@ -1,4 +1,6 @@
 """fused_rnn.GRU: torch.nn.GRU with the time loop fused in C++/CUDA."""
+import torch
+
 from .ops import gru_layer
 from .rnn_base import FusedRNNBase
 
@@ -10,6 +12,7 @@ class GRU(FusedRNNBase):
     and outputs. forward(input, h_0=None) → (output, h_n).
     """
 
+    torch_class = torch.nn.GRU  # whose forward an ONNX export runs (_onnx_export.py)
     state_names = ("h_0",)
 
     def __init__(self, *args, **kwargs):

@@ -13,6 +13,7 @@ class LSTM(FusedRNNBase):
     (output, (h_n, c_n)).
     """
 
+    torch_class = torch.nn.LSTM  # whose forward an ONNX export runs (_onnx_export.py)
     state_names = ("h_0", "c_0")
 
     # The helpers torch.nn.LSTM adds to RNNBase for its pair of states, for subclasses and

@@ -1,4 +1,6 @@
 """fused_rnn.RNN: torch.nn.RNN (Elman, tanh or relu) with the time loop fused in C++/CUDA."""
+import torch
+
 from .ops import rnn_layer
 from .rnn_base import FusedRNNBase
 
@@ -11,6 +13,7 @@ class RNN(FusedRNNBase):
     (output, h_n).
     """
 
+    torch_class = torch.nn.RNN  # whose forward an ONNX export runs (_onnx_export.py)
     state_names = ("h_0",)
 
     def __init__(self, *args, **kwargs):

@@ -11,6 +11,7 @@ import torch
 from ._autocast import AUTOCAST_ELIGIBLE, autocast_cast, cpu_autocast_dtypes
 from ._extension import check_device
 from ._no_script import NotScriptable
+from ._onnx_export import exporting_to_onnx
 from ._sequence import to_sequence
 from .ops import eager_states, module_forward
 
@@ -160,6 +161,8 @@ class FusedRNNBase(NotScriptable, torch.nn.RNNBase):
                 return out[0], out[1] if len(out) == 2 else (out[1], out[2])
             # Declined: the same weights (a parametrization runs once per call).
             return self._forward_python(input, hx, weights)
+        if exporting_to_onnx():
+            return self.torch_class.forward(self, input, hx)
         return self._forward_python(input, hx)
 
     def _forward_python(self, input, hx, weights=None):

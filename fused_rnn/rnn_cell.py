@@ -2,6 +2,7 @@
 import torch
 
 from ._no_script import NotScriptable
+from ._onnx_export import exporting_to_onnx
 from .cells import as_result, autocast_args, cell_step, cell_weights
 from .ops import rnn_layer
 
@@ -32,6 +33,8 @@ class RNNCell(NotScriptable, torch.nn.RNNCellBase):
             out, weights = cell_step(self, mode, input, hx)
             if out:
                 return out[0]
+        if weights is None and exporting_to_onnx():
+            return torch.nn.RNNCell.forward(self, input, hx)
         # torch.nn.RNNCell's checks, in its order and with its exception types (where it
         # fails on a non-tensor by accident, an AttributeError, a TypeError that says so).
         for arg, t in (("input", input), ("hx", hx)):

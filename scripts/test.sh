@@ -28,7 +28,7 @@ deactivate
 echo "== test environment ($TEST_VENV)"
 rm -rf "$TEST_VENV"
 make_venv "$TEST_VENV"
-python -m pip install -q pytest hypothesis expecttest matplotlib
+python -m pip install -q pytest hypothesis expecttest matplotlib onnx onnxscript  # onnx*: tests/test_onnx_export.py
 python -m pip install -q --no-deps "$DIST"/fused_rnn-*.whl
 
 # Outside the source tree, so that `import fused_rnn` finds the installed wheel.
