@@ -11,6 +11,7 @@
 #include "cpu/blocked_gemm.h"
 #include "cpu/layer_util.h"
 #include "cpu/step_team.h"
+#include "cpu/work_memory.h"
 
 #ifndef FUSED_RNN_TORCH_VERSION
 #define FUSED_RNN_TORCH_VERSION "unknown"
@@ -165,6 +166,10 @@ TORCH_LIBRARY(fused_rnn, m) {
   // Whether a bfloat16 LSTM layer call of T steps over B rows multiplies in bfloat16 on
   // this CPU now (bf16_gemm.h): the modules' CPU autocast picks bfloat16 or float32 work by
   // it (fused_rnn/_autocast.py).
+  // The cache of the CPU ops' large buffers (cpu/work_memory.h): bytes held free, and
+  // freeing them (returns the bytes freed).
+  m.def("cpu_cache_bytes() -> int", [] { return cpu::work_cache_bytes(); });
+  m.def("empty_cpu_cache() -> int", [] { return cpu::empty_work_cache(); });
   m.def("cpu_bf16_dot(int T, int B) -> bool", [](int64_t T, int64_t B) {
     return cpu::bf16_products_for(T, B);
   });

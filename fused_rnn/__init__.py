@@ -1,5 +1,5 @@
 """fused_rnn: fused LSTM, GRU and RNN kernels for PyTorch, as drop-in torch.nn modules."""
-from ._extension import build_info
+from ._extension import build_info, empty_cpu_cache
 from ._version import __version__
 from . import ops
 from .cells import GRUCell, LSTMCell
@@ -10,4 +10,4 @@ from .rnn import RNN
 from .rnn_cell import RNNCell
 
 __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell", "build_info", "convert",
-           "ops", "to_torch", "__version__"]
+           "empty_cpu_cache", "ops", "to_torch", "__version__"]

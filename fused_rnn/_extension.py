@@ -86,6 +86,13 @@ def build_info():
     return info
 
 
+def empty_cpu_cache():
+    """Returns to the system the memory fused_rnn's CPU ops keep for their next call (their
+    large work buffers, as torch.cuda.empty_cache does for torch's GPU memory); returns the
+    bytes freed. At most FUSED_RNN_CPU_CACHE_MB megabytes (default 1024; 0: none) are kept."""
+    return torch.ops.fused_rnn.empty_cpu_cache()
+
+
 def _release(version):
     return tuple(version.split("+")[0].split(".")[:2])
 

@@ -9,6 +9,7 @@
 #include "layer_util.h"
 #include "panel_gemm.h"
 #include "panel_kernel.h"
+#include "work_memory.h"
 
 #if defined(CPU_CAPABILITY_AVX512) && (defined(__x86_64__) || defined(_M_X64))
 #include <immintrin.h>
@@ -183,7 +184,7 @@ bool bf16_products_for(int64_t T, int64_t B) {
 
 Bf16PackedB::Bf16PackedB(bool trans_w, int64_t k, int64_t n, const bf16* w, int64_t ldw)
     : k_(k), n_(n),
-      panels_(at::empty({ceil_div(n, kBf16Panel) * ceil_div(k, 2) * 2 * kBf16Panel},
+      panels_(work_empty({ceil_div(n, kBf16Panel) * ceil_div(k, 2) * 2 * kBf16Panel},
                         at::TensorOptions().dtype(at::kBFloat16))) {
   const int64_t pairs = ceil_div(k, 2), n_panels = ceil_div(n, kBf16Panel);
   bf16* out = panels_.data_ptr<bf16>();

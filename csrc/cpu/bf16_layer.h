@@ -17,6 +17,7 @@
 #include "input_projection.h"
 #include "recurrent_slices.h"
 #include "step_team.h"
+#include "work_memory.h"
 
 namespace fused_rnn::cpu {
 
@@ -145,8 +146,8 @@ struct Bf16BackLayer {
 inline Bf16BackLayer bf16_back_layer(const at::Tensor& w_hh, int64_t T, int64_t B, int64_t g_in,
                                      int64_t g_h) {
   const auto opts = w_hh.options().dtype(at::kBFloat16);
-  at::Tensor dg_in = at::empty({T, B, g_in}, opts);
-  return {w_hh.contiguous(), dg_in, g_h == 0 ? dg_in : at::empty({T, B, g_h}, opts)};
+  at::Tensor dg_in = work_empty({T, B, g_in}, opts);
+  return {w_hh.contiguous(), dg_in, g_h == 0 ? dg_in : work_empty({T, B, g_h}, opts)};
 }
 
 // p + offset, or null where there is no p (float32 products).

@@ -2,6 +2,7 @@
 #include "blocked_gemm.h"
 #include "panel_gemm.h"
 #include "thin_gemm.h"
+#include "work_memory.h"
 
 #include <ATen/ATen.h>
 
@@ -249,7 +250,7 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
     if (ldb_ < (trans_b ? k : n)) ldb_ = trans_b ? k : n;
     if (use_panels(mode, max_m, k, n, m_varies)) {
       panels_ = true;
-      buf_ = at::empty({panel_buffer_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
+      buf_ = work_empty({panel_buffer_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
       panel_pack(trans_b, k, n, reinterpret_cast<const float*>(B), ldb_, buf_.data_ptr<float>());
       return;
     }
@@ -258,7 +259,7 @@ PackedB<T>::PackedB(bool trans_b, int64_t k, int64_t n, const T* B, int64_t ldb,
       return;
     const int M = static_cast<int>(max_m), N = static_cast<int>(n), K = static_cast<int>(k);
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, M, N, K);
-    buf_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))},
+    buf_ = work_empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))},
                      at::TensorOptions().dtype(at::kFloat));
     cblas_sgemm_pack(kRowMajor, kBMatrix, trans_b ? kTrans : kNoTrans, M, N, K, 1.0f,
                      reinterpret_cast<const float*>(B), static_cast<int>(ldb_),

@@ -10,6 +10,7 @@
 #include "blas.h"
 #include "panel_gemm.h"
 #include "panel_kernel.h"
+#include "work_memory.h"
 
 namespace fused_rnn::cpu {
 
@@ -114,8 +115,8 @@ void blocked_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
   const int64_t chunk_rows = ceil_div(ceil_div(m, chunks), kRowBlock) * kRowBlock;
   const auto opts = at::TensorOptions().dtype(at::kFloat);
   // All of op(B) in panels (panel q at q * kPanel * k, as panel_pack lays them out).
-  at::Tensor b_buf = at::empty({n_panels * kPanel * k}, opts);
-  at::Tensor a_buf = at::empty({threads, chunk_rows * group}, opts);
+  at::Tensor b_buf = work_empty({n_panels * kPanel * k}, opts);
+  at::Tensor a_buf = work_empty({threads, chunk_rows * group}, opts);
   float* bp = b_buf.data_ptr<float>();
   float* ap = a_buf.data_ptr<float>();
   at::parallel_for(0, n_panels, 1, [&](int64_t q0, int64_t q1) {

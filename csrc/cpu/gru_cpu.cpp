@@ -23,6 +23,7 @@
 #include "recurrent_slices.h"
 #include "step_team.h"
 #include "vec_ops.h"
+#include "work_memory.h"
 
 namespace fused_rnn::cpu {
 namespace {
@@ -179,10 +180,10 @@ gru_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Ten
   const auto b_ih = as_work(b_ih_in, dt), b_hh = as_work(b_hh_in, dt);
   const auto opts = h0.options();
   const int64_t T = d.T, B = d.B, H = d.H;
-  at::Tensor y = at::empty({T, B, H}, opts);
-  at::Tensor gates = at::empty({T, B, 3 * H}, opts);
-  at::Tensor hs = at::empty({T + 1, B, H}, opts);
-  at::Tensor hn = at::empty({T, B, H}, opts);
+  at::Tensor y = work_empty({T, B, H}, opts);
+  at::Tensor gates = work_empty({T, B, 3 * H}, opts);
+  at::Tensor hs = work_empty({T + 1, B, H}, opts);
+  at::Tensor hn = work_empty({T, B, H}, opts);
   at::Tensor gh = at::empty({B, 3 * H}, opts);  // per-step scratch: h_prev W_hh^T
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
   set_slot(hs, first, h0);
@@ -227,14 +228,14 @@ gru_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::T
   // The running gradient of the state, updated in place step by step (a fresh copy:
   // the caller's tensor is never written).
   at::Tensor dh = fresh_copy(dh_n_in, dt);
-  at::Tensor dgi = at::empty({T, B, 3 * H}, opts);
-  at::Tensor dgh = at::empty({T, B, 3 * H}, opts);
+  at::Tensor dgi = work_empty({T, B, 3 * H}, opts);
+  at::Tensor dgh = work_empty({T, B, 3 * H}, opts);
   // dx and the weight gradients the kernel forms (with bfloat16 products,
   // bf16_grad_products forms them after it).
   const bool loop_dx = need_dx && !b16, loop_dw = need_dw && !b16;
-  at::Tensor dx = grad_buffer(loop_dx, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(loop_dw, {3 * H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(loop_dw, {3 * H, H}, opts);
+  at::Tensor dx = work_grad_buffer(loop_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = work_grad_buffer(loop_dw, {3 * H, I}, opts);
+  at::Tensor dw_hh = work_grad_buffer(loop_dw, {3 * H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   const Bf16BackLayer bf16_args =

@@ -25,6 +25,7 @@
 #include "recurrent_slices.h"
 #include "step_team.h"
 #include "vec_ops.h"
+#include "work_memory.h"
 
 namespace fused_rnn::cpu {
 namespace {
@@ -240,11 +241,11 @@ lstm_forward_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Te
   const auto bias = bias_sum(b_ih_in, b_hh_in, dt);
   const auto opts = h0.options();
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
-  at::Tensor y = at::empty({T, B, P}, opts);
-  at::Tensor gates = at::empty({T, B, 4 * H}, opts);
-  at::Tensor hs = at::empty({T + 1, B, P}, opts);
-  at::Tensor cs = at::empty({T + 1, B, H}, opts);
-  at::Tensor h_raw = w_hr.has_value() ? at::empty({T, B, H}, opts) : at::empty({0}, opts);
+  at::Tensor y = work_empty({T, B, P}, opts);
+  at::Tensor gates = work_empty({T, B, 4 * H}, opts);
+  at::Tensor hs = work_empty({T + 1, B, P}, opts);
+  at::Tensor cs = work_empty({T + 1, B, H}, opts);
+  at::Tensor h_raw = w_hr.has_value() ? work_empty({T, B, H}, opts) : at::empty({0}, opts);
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
   set_slot(hs, first, h0);
   set_slot(cs, first, c0);
@@ -296,16 +297,16 @@ lstm_backward_cpu(const at::Tensor& dy_in, const at::Tensor& dh_n_in, const at::
   // the caller's tensors are never written).
   at::Tensor dh = fresh_copy(dh_n_in, dt);
   at::Tensor dc = fresh_copy(dc_n_in, dt);
-  at::Tensor dgates = at::empty({T, B, 4 * H}, opts);
-  at::Tensor dr = proj ? at::empty({T, B, P}, opts) : at::Tensor();
+  at::Tensor dgates = work_empty({T, B, 4 * H}, opts);
+  at::Tensor dr = proj ? work_empty({T, B, P}, opts) : at::Tensor();
   at::Tensor dh_raw = proj ? at::empty({B, H}, opts) : at::Tensor();
   // dx and the weight gradients the kernel forms (with bfloat16 products,
   // bf16_grad_products forms them after it).
   const bool loop_dx = need_dx && !b16, loop_dw = need_dw && !b16;
-  at::Tensor dx = grad_buffer(loop_dx, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(loop_dw, {4 * H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(loop_dw, {4 * H, P}, opts);
-  at::Tensor dw_hr = grad_buffer(need_dw && proj, {P, H}, opts);
+  at::Tensor dx = work_grad_buffer(loop_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = work_grad_buffer(loop_dw, {4 * H, I}, opts);
+  at::Tensor dw_hh = work_grad_buffer(loop_dw, {4 * H, P}, opts);
+  at::Tensor dw_hr = work_grad_buffer(need_dw && proj, {P, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   const Bf16BackLayer bf16_args = b16 ? bf16_back_layer(w_hh_in, T, B, 4 * H, 0) : Bf16BackLayer{};

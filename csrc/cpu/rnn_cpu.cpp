@@ -23,6 +23,7 @@
 #include "recurrent_slices.h"
 #include "step_team.h"
 #include "vec_ops.h"
+#include "work_memory.h"
 
 namespace fused_rnn::cpu {
 namespace {
@@ -165,8 +166,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_forward_cpu(
   const auto bias = bias_sum(b_ih_in, b_hh_in, dt);
   const auto opts = h0.options();
   const int64_t T = d.T, B = d.B, H = d.H;
-  at::Tensor y = at::empty({T, B, H}, opts);
-  at::Tensor hs = at::empty({T + 1, B, H}, opts);
+  at::Tensor y = work_empty({T, B, H}, opts);
+  at::Tensor hs = work_empty({T + 1, B, H}, opts);
   const int64_t first = reverse ? T : 0, last = reverse ? 0 : T;
   set_slot(hs, first, h0);
   const auto rows = rows_active(lengths, T, B);
@@ -207,13 +208,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   // The running dL/dh, updated in place step by step (a fresh copy: the caller's
   // tensor is never written).
   at::Tensor dh = fresh_copy(dh_n_in, dt);
-  at::Tensor da = at::empty({T, B, H}, opts);
+  at::Tensor da = work_empty({T, B, H}, opts);
   // dx and the weight gradients the kernel forms (with bfloat16 products,
   // bf16_grad_products forms them after it).
   const bool loop_dx = need_dx && !b16, loop_dw = need_dw && !b16;
-  at::Tensor dx = grad_buffer(loop_dx, {T, B, I}, opts);
-  at::Tensor dw_ih = grad_buffer(loop_dw, {H, I}, opts);
-  at::Tensor dw_hh = grad_buffer(loop_dw, {H, H}, opts);
+  at::Tensor dx = work_grad_buffer(loop_dx, {T, B, I}, opts);
+  at::Tensor dw_ih = work_grad_buffer(loop_dw, {H, I}, opts);
+  at::Tensor dw_hh = work_grad_buffer(loop_dw, {H, H}, opts);
   const auto rows = rows_active(lengths, T, B);
   const at::Tensor len = lengths_or_undefined(lengths);
   const Bf16BackLayer bf16_args = b16 ? bf16_back_layer(w_hh_in, T, B, H, 0) : Bf16BackLayer{};
