@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fused_rnn
-from fused_rnn.bench import cli, flops, runner, suites, timing
+from fused_rnn.bench import cli, flops, report, runner, suites, timing
 from fused_rnn.bench.cases import (Case, flat_outputs, fused_class, make_input, make_modules,
                                    make_state)
 
@@ -163,7 +163,7 @@ def test_cli_custom_case_writes_json_csv_markdown(tmp_path, capsys):
     assert len(rows) == 2 and rows[0]["env_torch_version"] == torch.__version__
     assert "| lstm infer T=6 B=3 I=5 H=8 |" in m.read_text()
     out = capsys.readouterr().out
-    assert "max |diff|" in out and "speedup" in out
+    assert "max abs diff" in out and "speedup" in out
 
 
 def test_varlen_case_counts_real_tokens():
@@ -269,3 +269,21 @@ def test_cli_autocast_needs_float32():
     with pytest.raises(SystemExit, match="--autocast"):
         cli.main(["--cell", "lstm", "--seq-len", "2", "--batch", "1", "--hidden-size", "2",
                   "--device", "cpu", "--autocast", "--dtype", "float64"])
+
+
+def test_non_finite_output_is_a_mismatch_and_json_stays_strict(monkeypatch, tmp_path):
+    """A NaN (which max() would drop) or inf is reported as such, never as 'differ by 0';
+    the JSON of a mismatch (difference inf) stays strict JSON."""
+    class Broken(fused_rnn.LSTM):
+        def forward(self, input, hx=None):
+            out, states = super().forward(input, hx)
+            return out * float("nan"), states
+
+    monkeypatch.setattr(fused_rnn, "LSTM", Broken)
+    r = runner.run_case(Case("lstm", "inference", 4, 2, 4, 4), torch.device("cpu"),
+                        torch.float32, 1, 0, 100.0)
+    assert r["status"] == "mismatch" and "non-finite values (NaN or inf) in ours" in r["note"]
+    path = tmp_path / "r.json"
+    report.write_json(path, [r], {}, "fused-rnn-bench")
+    loaded = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert loaded["results"][0]["max_abs_diff"] is None

@@ -1,6 +1,7 @@
 """Results as a Markdown table, JSON (with the environment) and CSV."""
 import csv
 import json
+import math
 
 _COLUMNS = [  # (header, key, format)
     ("case", "name", "{}"),
@@ -11,7 +12,7 @@ _COLUMNS = [  # (header, key, format)
     ("fused GFLOP/s", "fused_gflops", "{:.0f}"),
     ("fused % peak", "fused_peak_fraction", "{:.0%}"),
     ("fused tok/s", "fused_tokens_per_s", "{:.3g}"),
-    ("max |diff|", "max_abs_diff", "{:.1e}"),
+    ("max abs diff", "max_abs_diff", "{:.1e}"),  # no "|": it would split the cell
 ]
 
 
@@ -61,9 +62,22 @@ def markdown(results, env):
     return "\n".join(lines) + "\n"
 
 
+def _finite(v):
+    """v with every non-finite float as None: strict JSON has no Infinity or NaN (a
+    mismatch's difference is inf)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
 def write_json(path, results, env, command):
     with open(path, "w") as f:
-        json.dump({"command": command, "environment": env, "results": results}, f, indent=1)
+        json.dump(_finite({"command": command, "environment": env, "results": results}), f,
+                  indent=1, allow_nan=False)
 
 
 def write_csv(path, results, env):

@@ -53,6 +53,8 @@ def check_parity(case, ref, ours, inp, hx, grad_out, dtype, autocast=None):
     tol = TOLERANCE.get(dtype, 1e-3)
     if autocast and dtype != torch.float64:
         tol = max(tol, TOLERANCE[autocast_dtype(torch.device(autocast))])
+    if len(a) != len(b):  # a missing state or gradient is a mismatch, not a pass
+        return float("inf"), False, f"{len(a)} outputs/gradients against {len(b)}"
     for x, y in zip(a, b):
         if x is None or y is None:
             ok = ok and x is None and y is None
@@ -61,6 +63,11 @@ def check_parity(case, ref, ours, inp, hx, grad_out, dtype, autocast=None):
             return float("inf"), False, f"shapes differ: {list(x.shape)} against {list(y.shape)}"
         if x.dtype != y.dtype:
             return float("inf"), False, f"dtypes differ: {x.dtype} against {y.dtype}"
+        # NaN or inf on either side is reported as such: max() would drop a NaN, and an
+        # inf in the reference would make any difference pass.
+        bad = [n for n, t in (("torch.nn", x), ("ours", y)) if not bool(t.isfinite().all())]
+        if bad:
+            return float("inf"), False, f"non-finite values (NaN or inf) in {' and '.join(bad)}"
         d = (x.double() - y.double()).abs().max().item() if x.numel() else 0.0
         scale = max(1.0, x.double().abs().max().item() if x.numel() else 0.0)
         worst_abs = max(worst_abs, d)
