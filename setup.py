@@ -106,13 +106,40 @@ CPU_FLAGS = {
 }
 
 
+def source_commit():
+    """HEAD of the git checkout setup.py runs in ("-dirty" with changes to tracked files), or
+    None when it runs outside one (a wheel built from an sdist) or inside another project's."""
+    def git(*args):
+        out = subprocess.run(["git", "-C", HERE, *args], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top is None or os.path.realpath(top) != os.path.realpath(HERE):
+            return None
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return None if head is None else head + ("-dirty" if dirty else "")
+
+
 def write_build_cpu(cap):
-    """Records the SIMD level where Python reads it before loading the extension: an AVX-512
+    """Records the SIMD level where Python reads it before loading the extension (an AVX-512
     build loaded on a CPU without AVX-512 dies (SIGILL) in its static initializers, before
-    fused_rnn could say why."""
-    with open(os.path.join(HERE, "fused_rnn", "_build_cpu.py"), "w") as f:
-        f.write("# Written by setup.py: the SIMD level fused_rnn._C was compiled for.\n"
-                "CPU_CAPABILITY = %r\n" % cap)
+    fused_rnn could say why), and the commit the build is from (the benchmark reports it).
+    Building from an sdist, which has no git, keeps the commit the sdist recorded."""
+    path = os.path.join(HERE, "fused_rnn", "_build_cpu.py")
+    commit = source_commit()
+    if commit is None and os.path.exists(path):
+        recorded = {}
+        with open(path) as f:
+            exec(f.read(), recorded)
+        commit = recorded.get("SOURCE_COMMIT")
+    with open(path, "w") as f:
+        f.write("# Written by setup.py: the SIMD level fused_rnn._C was compiled for, and the\n"
+                "# commit it was built from (None: unknown).\n"
+                "CPU_CAPABILITY = %r\nSOURCE_COMMIT = %r\n" % (cap, commit))
 
 
 def nvidia_wheel_dirs(sub):

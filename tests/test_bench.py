@@ -287,3 +287,73 @@ def test_non_finite_output_is_a_mismatch_and_json_stays_strict(monkeypatch, tmp_
     report.write_json(path, [r], {}, "fused-rnn-bench")
     loaded = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
     assert loaded["results"][0]["max_abs_diff"] is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_lower_precision_math_is_a_mismatch(monkeypatch, cell):
+    """Weights rounded to TF32's 10-bit mantissa (what silent TF32 products would do) stay
+    within 1e-3 of torch.nn but are hundreds of times farther from the float64 run than
+    torch.nn's own float32 run: a mismatch. The float32 module itself agrees."""
+    cls = getattr(fused_rnn, cell.upper())
+    case = Case(cell, "inference", 50, 4, 128, 128)
+    ok = runner.run_case(case, torch.device("cpu"), torch.float32, 1, 0, 100.0)
+    assert ok["status"] == "ok" and ok["fused_error"] <= 10 * max(ok["torch_error"], 1e-7)
+
+    class Rounded(cls):
+        def forward(self, input, hx=None):
+            for name, p in self.named_parameters():
+                if name.startswith("weight"):
+                    bits = p.detach().view(torch.int32) & ~0x1FFF  # keep 10 mantissa bits
+                    p.data = bits.view(torch.float32)
+            return super().forward(input, hx)
+
+    monkeypatch.setattr(fused_rnn, cell.upper(), Rounded)
+    r = runner.run_case(case, torch.device("cpu"), torch.float32, 1, 0, 100.0)
+    assert r["status"] == "mismatch" and "from float64 torch.nn" in r["note"]
+    assert r["max_abs_diff"] < 1e-3  # the old rule (1e-3 of max(1, |ref|)) let it pass
+
+
+def test_commit_is_the_builds_and_a_checkout_only_its_own():
+    """fused_rnn_commit is what setup.py recorded at build time; source_commit is the HEAD of
+    the checkout fused_rnn runs from, and None for a copy inside some other repository
+    (as the installed wheel in CI's venv inside the clone is)."""
+    import os
+    import subprocess
+    from fused_rnn import _build_cpu
+    from fused_rnn.bench import environment
+    env = environment.environment(torch.device("cpu"), torch.float32, 100.0)
+    assert env["fused_rnn_commit"] == getattr(_build_cpu, "SOURCE_COMMIT", None)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fused_rnn.__file__)))
+    top = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True)
+    if top.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(here):
+        assert env["source_commit"] is None
+    else:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        assert env["source_commit"].startswith(head)
+
+
+def test_progress_bar_is_cleared_before_a_result_line():
+    """On a terminal the bar is redrawn in place; clear() erases it so a result printed
+    between two steps does not run into it."""
+    import io
+    from fused_rnn.bench.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    bar = Progress(3, stream=out)
+    bar.clear()  # nothing drawn yet: nothing written
+    assert out.getvalue() == ""
+    bar.step("a")
+    bar.clear()
+    assert out.getvalue().endswith("\r\033[K") and "1/3" in out.getvalue()
+    bar.step("b")
+    bar.step("c")
+    assert out.getvalue().endswith("\n")  # the last step ends its line
+    n = len(out.getvalue())
+    bar.clear()
+    assert len(out.getvalue()) == n

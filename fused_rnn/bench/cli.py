@@ -51,7 +51,8 @@ def parser():
                    help="custom case through the cell modules (LSTMCell, GRUCell, RNNCell): one "
                    "step per call, T = 1 (the cells suite always does)")
     p.add_argument("--repeats", type=int, help="timed runs of each (default: 7 CPU, 20 CUDA)")
-    p.add_argument("--warmup", type=int, help="untimed runs of each first (default: 2 CPU, 5 CUDA)")
+    p.add_argument("--warmup", "--warm-up", type=int,
+                   help="untimed runs of each first (default: 2 CPU, 5 CUDA)")
     p.add_argument("--tf32", choices=("off", "on"), default="off",
                    help="CUDA float32: TF32 in both implementations' GEMMs or in neither "
                         "(torch.backends.cudnn.allow_tf32 and cuda.matmul.allow_tf32; default "
@@ -133,7 +134,8 @@ def _validate(args):
 
 def _line(r):
     if r["status"] == "ok":
-        return (f"{r['name']}: max |diff| {r['max_abs_diff']:.1e} ok; torch "
+        return (f"{r['name']}: max |diff| {r['max_abs_diff']:.1e} ok (from float64: torch "
+                f"{r['torch_error']:.1e}, fused {r['fused_error']:.1e}); torch "
                 f"{r['torch_median_ms']:.2f} ms, fused {r['fused_median_ms']:.2f} ms, "
                 f"{r['speedup']:.2f}x")
     diff = f" (max |diff| {r['max_abs_diff']:.1e})" if "max_abs_diff" in r else ""
@@ -184,6 +186,7 @@ def main(argv=None):
             r = dict(case.as_dict(), name=case.name, device=str(device), dtype=args.dtype,
                      status="error", note=f"{type(err).__name__}: {err}")
         results.append(r)
+        progress.clear()
         print(_line(r), flush=True)
         progress.step(case.name)
 

@@ -19,20 +19,34 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _git_commit():
-    """The commit of the fused_rnn source tree this runs from (None for an installed copy
-    outside a git checkout)."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(fused_rnn.__file__)))
+def _build_commit():
+    """The commit this fused_rnn build was made from, recorded by setup.py (None: unknown)."""
+    from fused_rnn import _build_cpu
+    return getattr(_build_cpu, "SOURCE_COMMIT", None)
+
+
+def _checkout_commit():
+    """HEAD of the git checkout fused_rnn runs from now ("-dirty" with changes to tracked
+    files), or None: only when the package's folder is that checkout's own fused_rnn/ (a
+    wheel installed in a venv inside some other repository must not report its HEAD)."""
+    pkg = os.path.dirname(os.path.abspath(fused_rnn.__file__))
+    here = os.path.dirname(pkg)
+
+    def git(*args):
+        out = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
     try:
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        top = git("rev-parse", "--show-toplevel")
+        if top is None or os.path.realpath(top) != os.path.realpath(here):
+            return None
+        if git("ls-files", "--error-unmatch", "fused_rnn/__init__.py") is None:
+            return None
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return None if head is None else head + ("-dirty" if dirty else "")
 
 
 def environment(device, dtype, gemm_peak_gflops):
@@ -53,7 +67,10 @@ def environment(device, dtype, gemm_peak_gflops):
         "python": platform.python_version(),
         "platform": platform.platform(),
         "fused_rnn_version": fused_rnn.__version__,
-        "fused_rnn_commit": _git_commit(),
+        # The build's commit, and the checkout's HEAD when run from one: they differ when
+        # the extension was built before the last commit or edit (rebuild it).
+        "fused_rnn_commit": _build_commit(),
+        "source_commit": _checkout_commit(),
         "fused_rnn_build": fused_rnn.build_info(),
         "dtype": str(dtype).replace("torch.", ""),
         "gemm_peak_gflops": gemm_peak_gflops,

@@ -11,6 +11,13 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.perf_counter()
 
+    def clear(self):
+        """Erases the bar on a terminal, so that a line printed next (the case's result, on
+        stdout) starts at the left; the next step draws the bar again below it."""
+        if self.enabled and self.tty and 0 < self.done < self.total:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
     def step(self, label):
         self.done += 1
         if not self.enabled:

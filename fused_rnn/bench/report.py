@@ -10,7 +10,9 @@ _COLUMNS = [  # (header, key, format)
     ("speedup", "speedup", "{:.2f}×"),
     ("torch GFLOP/s", "torch_gflops", "{:.0f}"),
     ("fused GFLOP/s", "fused_gflops", "{:.0f}"),
+    ("torch % peak", "torch_peak_fraction", "{:.0%}"),
     ("fused % peak", "fused_peak_fraction", "{:.0%}"),
+    ("torch tok/s", "torch_tokens_per_s", "{:.3g}"),
     ("fused tok/s", "fused_tokens_per_s", "{:.3g}"),
     ("max abs diff", "max_abs_diff", "{:.1e}"),  # no "|": it would split the cell
 ]
@@ -34,8 +36,12 @@ def markdown(results, env):
     if any(r.get("torch_peak_mem_mb") is not None for r in results):
         cols += [("torch peak MB", "torch_peak_mem_mb", "{:.0f}"),
                  ("fused peak MB", "fused_peak_mem_mb", "{:.0f}")]
+    built, source = env.get("fused_rnn_commit"), env.get("source_commit")
+    commit = built or "commit unknown"
+    if source and built and source != built:  # the checkout moved on since the build
+        commit += f", checkout now at {source}"
     lines = [
-        f"fused_rnn {env['fused_rnn_version']} ({env['fused_rnn_commit'] or 'no git'}) vs "
+        f"fused_rnn {env['fused_rnn_version']} ({commit}) vs "
         f"torch {env['torch_version']} on {env['device_model']} ({env['device']}, "
         f"{env['threads']} threads, {env['dtype']}"
         f"{', TF32 ' + env['tf32'] if env.get('tf32', 'n/a') != 'n/a' else ''}"

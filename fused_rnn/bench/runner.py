@@ -3,6 +3,7 @@ interleaved and derive tokens/s, GFLOP/s and the fraction of the measured GEMM p
 With autocast, both modules' forward runs under torch.autocast(device) (never the backward,
 as torch's autocast documentation asks)."""
 import contextlib
+import copy
 
 import torch
 
@@ -11,10 +12,18 @@ from .cases import (flat_outputs, fused_class, make_input, make_modules, make_st
                     output_tensor, with_grad)
 from .flops import case_flops
 
-# Largest accepted difference, relative to max(1, largest reference magnitude) per tensor.
-# Float32 sums over T·B terms in the weight gradients, in another order than torch.
-TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 5e-2,
-             torch.bfloat16: 5e-2}
+# Agreement is judged against a float64 run of torch.nn on the same weights and inputs:
+# ours may be at most ERROR_RATIO times as far from it as torch.nn's own run in the case's
+# dtype (summation order alone gives a few times), or FLOOR of max(1, largest reference
+# magnitude) per tensor where torch.nn's run is (nearly) exact. Lower-precision math in
+# ours (TF32 products, a shorter polynomial) is hundreds of times farther: a mismatch.
+ERROR_RATIO = 10.0
+FLOOR = {torch.float64: 1e-8, torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+# ReLU's derivative jumps at 0: a pre-activation within rounding of 0 takes either side in
+# either implementation and moves every gradient behind it by one term (measured: 2.3e-8 at
+# one of 1.6M elements, T = 50, B = 64, H = 512, moved dx by 4e-3 of its largest value). The
+# gradients of a ReLU RNN are held to this floor; its outputs, continuous, to FLOOR.
+RELU_GRAD_FLOOR = 1e-2
 
 
 def autocast_dtype(device):
@@ -44,35 +53,67 @@ def _compared(case, module, inp, hx, grad_out, autocast):
     return [t.detach() for t in flat_outputs(out)] + grads
 
 
+def _reference64(case, ref, inp, hx, grad_out):
+    """_compared for a float64 copy of torch.nn's module on the same inputs (no autocast)."""
+    ref64 = copy.deepcopy(ref).double()
+    inp64 = inp.double()  # a PackedSequence too
+    hx64 = None if hx is None else (
+        tuple(h.double() for h in hx) if isinstance(hx, tuple) else hx.double())
+    g64 = None if grad_out is None else grad_out.double()
+    return _compared(case, ref64, inp64, hx64, g64, None)
+
+
 def check_parity(case, ref, ours, inp, hx, grad_out, dtype, autocast=None):
-    """(max abs difference, agrees, why not) between the two implementations; under
-    autocast (autocast: the device type) their outputs must also have the same dtypes."""
+    """(max abs difference between the two, agrees, why not, {torch_error, fused_error}:
+    each one's largest distance from a float64 run of torch.nn, relative to that run's
+    largest magnitude per tensor); under autocast (the device type) their outputs must
+    also have the same dtypes."""
     a = _compared(case, ref, inp, hx, grad_out, autocast)
     b = _compared(case, ours, inp, hx, grad_out, autocast)
-    worst_abs, ok = 0.0, True
-    tol = TOLERANCE.get(dtype, 1e-3)
+    r = _reference64(case, ref, inp, hx, grad_out)
+    floor = FLOOR.get(dtype, 1e-6)
     if autocast and dtype != torch.float64:
-        tol = max(tol, TOLERANCE[autocast_dtype(torch.device(autocast))])
-    if len(a) != len(b):  # a missing state or gradient is a mismatch, not a pass
-        return float("inf"), False, f"{len(a)} outputs/gradients against {len(b)}"
-    for x, y in zip(a, b):
+        floor = max(floor, FLOOR[autocast_dtype(torch.device(autocast))])
+    errors = {"torch_error": 0.0, "fused_error": 0.0}
+    if not len(a) == len(b) == len(r):  # a missing state or gradient is a mismatch
+        return float("inf"), False, f"{len(a)} outputs/gradients against {len(b)}", errors
+    worst_abs, ok, why = 0.0, True, ""
+    # In training, the gradients follow the outputs: dL/dx and one per parameter.
+    first_grad = len(a) - (1 + len(list(ref.parameters()))) if grad_out is not None else len(a)
+    for i, (x, y, x64) in enumerate(zip(a, b, r)):
         if x is None or y is None:
             ok = ok and x is None and y is None
             continue
         if x.shape != y.shape:
-            return float("inf"), False, f"shapes differ: {list(x.shape)} against {list(y.shape)}"
+            return (float("inf"), False,
+                    f"shapes differ: {list(x.shape)} against {list(y.shape)}", errors)
         if x.dtype != y.dtype:
-            return float("inf"), False, f"dtypes differ: {x.dtype} against {y.dtype}"
+            return float("inf"), False, f"dtypes differ: {x.dtype} against {y.dtype}", errors
         # NaN or inf on either side is reported as such: max() would drop a NaN, and an
-        # inf in the reference would make any difference pass.
+        # inf would make any difference pass.
         bad = [n for n, t in (("torch.nn", x), ("ours", y)) if not bool(t.isfinite().all())]
         if bad:
-            return float("inf"), False, f"non-finite values (NaN or inf) in {' and '.join(bad)}"
-        d = (x.double() - y.double()).abs().max().item() if x.numel() else 0.0
-        scale = max(1.0, x.double().abs().max().item() if x.numel() else 0.0)
+            return (float("inf"), False,
+                    f"non-finite values (NaN or inf) in {' and '.join(bad)}", errors)
+        if not x.numel():
+            continue
+        x64 = x64.to(x.device)
+        scale = max(1.0, x64.abs().max().item())
+        d = (x.double() - y.double()).abs().max().item()
+        e_torch = (x.double() - x64).abs().max().item() / scale
+        e_ours = (y.double() - x64).abs().max().item() / scale
         worst_abs = max(worst_abs, d)
-        ok = ok and d <= tol * scale
-    return worst_abs, ok, f"outputs/gradients differ by {worst_abs:.3g}"
+        errors["torch_error"] = max(errors["torch_error"], e_torch)
+        errors["fused_error"] = max(errors["fused_error"], e_ours)
+        limit = max(ERROR_RATIO * e_torch, floor)
+        if case.cell == "rnn_relu" and i >= first_grad:
+            limit = max(limit, RELU_GRAD_FLOOR)
+        if e_ours > limit and ok:
+            ok = False
+            why = (f"ours is {e_ours:.2g} from float64 torch.nn, torch.nn's own run "
+                   f"{e_torch:.2g} (limit {limit:.2g}: {ERROR_RATIO:g}x that, at least "
+                   f"{floor:g})")
+    return worst_abs, ok, why, errors
 
 
 def _peak_memory_mb(fn, device):
@@ -109,8 +150,9 @@ def run_case(case, device, dtype, repeats, warmup, peak_gflops, seed=0, autocast
         g = torch.Generator().manual_seed(seed + 3)
         grad_out = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
 
-    diff, ok, why = check_parity(case, ref, ours, inp, hx, grad_out, dtype, amp)
+    diff, ok, why, errors = check_parity(case, ref, ours, inp, hx, grad_out, dtype, amp)
     res["max_abs_diff"] = diff
+    res.update(errors)
     if not ok:
         res.update(status="mismatch", note=f"{why} (torch.nn against ours): not timed")
         return res
